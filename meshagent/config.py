@@ -1,0 +1,161 @@
+"""Configuration: TOML files, overridden by command-line flags.
+
+``config/default.toml`` documents every key. A node reads, in order: built-in
+defaults, ``config/default.toml`` semantics (the same values), the file given
+with ``--config`` or ``<data dir>/config.toml`` if present, then flags.
+
+A configuration file never holds identity: keys live only in the data dir,
+so copying a config file to another device never copies who a node is.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Final
+
+from meshagent.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_PORT",
+    "PROFILES",
+    "Config",
+    "NodeConfig",
+    "NetConfig",
+    "SandboxLimits",
+    "ModelConfig",
+    "default_data_dir",
+    "load_config",
+]
+
+DEFAULT_PORT: Final = 4737
+"""Default libp2p TCP port; the next free port is used when it is taken."""
+
+PROFILES: Final = ("phone", "pi", "laptop", "gpu", "cloud")
+
+
+def default_data_dir() -> Path:
+    """Per-user data dir: ``$MESHAGENT_HOME``, else ``$XDG_DATA_HOME/meshagent``, else ``~/.local/share/meshagent``."""
+    if env := os.environ.get("MESHAGENT_HOME"):
+        return Path(env)
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "meshagent"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    name: str = ""
+    """Human-readable node name shown to peers (default: the host name)."""
+    profile: str = ""
+    """Emulated device profile (phone, pi, laptop, gpu, cloud); empty = the real hardware."""
+    tags: tuple[str, ...] = ()
+    price_per_1k_tokens: float = 0.0
+    """What this node charges per 1,000 generated tokens (0 for own devices)."""
+    advert_interval_s: float = 3.0
+    """How often the node republishes its advert."""
+    advert_ttl_s: float = 12.0
+    """How long an advert stays valid; a silent peer leaves tables after this."""
+
+
+@dataclass(frozen=True, slots=True)
+class NetConfig:
+    listen: tuple[str, ...] = (f"/ip4/0.0.0.0/tcp/{DEFAULT_PORT}",)
+    bootstrap: tuple[str, ...] = ()
+    mdns: bool = True
+    interface: str = ""
+    """Restrict mDNS and advertised addresses to this interface (e.g. wlan0)."""
+    max_frame_bytes: int = 1 << 20
+    max_peers_exchanged: int = 64
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxLimits:
+    """Per-agent sandbox limits. Exceeding one ends that agent, never the node."""
+
+    fuel: int = 20_000_000_000
+    """CPU budget in wasmtime fuel units (about one per wasm instruction)."""
+    memory_bytes: int = 256 << 20
+    table_elements: int = 100_000
+    stack_bytes: int = 1 << 20
+    output_bytes: int = 1 << 20
+    """Combined stdout + stderr."""
+    journal_bytes: int = 64 << 20
+    max_instances: int = 4
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    name: str
+    path: str
+    kind: str = "llm"
+    """``llm`` (GGUF for llama.cpp) or ``embed`` (ONNX)."""
+    tags: tuple[str, ...] = ()
+    price_per_1k_tokens: float | None = None
+    n_ctx: int = 4096
+    n_gpu_layers: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    node: NodeConfig = field(default_factory=NodeConfig)
+    net: NetConfig = field(default_factory=NetConfig)
+    sandbox: SandboxLimits = field(default_factory=SandboxLimits)
+    models: tuple[ModelConfig, ...] = ()
+    source: str = "<defaults>"
+
+    def with_overrides(self, **sections: dict[str, Any]) -> Config:
+        """A copy with some keys of some sections replaced (used for CLI flags)."""
+        updated: dict[str, Any] = {}
+        for section, values in sections.items():
+            current = getattr(self, section)
+            updated[section] = replace(current, **{k: v for k, v in values.items() if v is not None})
+        return replace(self, **updated)
+
+
+def _section(cls: type, raw: object, where: str) -> Any:
+    if raw is None:
+        return cls()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a table")
+    known = {f.name: f for f in fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in known:
+            raise ConfigError(f"{where}: unknown key {key!r} (known: {', '.join(sorted(known))})")
+        if isinstance(value, list):
+            value = tuple(value)
+        kwargs[key] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def load_config(path: Path | None) -> Config:
+    """Load ``path`` (or the built-in defaults when ``None``) and validate it."""
+    if path is None:
+        return Config()
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    unknown = set(raw) - {"node", "net", "sandbox", "models"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown section(s) {sorted(unknown)}")
+    models_raw = raw.get("models", [])
+    if not isinstance(models_raw, list):
+        raise ConfigError(f"{path}: [[models]] must be an array of tables")
+    config = Config(
+        node=_section(NodeConfig, raw.get("node"), f"{path} [node]"),
+        net=_section(NetConfig, raw.get("net"), f"{path} [net]"),
+        sandbox=_section(SandboxLimits, raw.get("sandbox"), f"{path} [sandbox]"),
+        models=tuple(_section(ModelConfig, m, f"{path} [[models]]") for m in models_raw),
+        source=str(path),
+    )
+    if config.node.profile and config.node.profile not in PROFILES:
+        raise ConfigError(f"{path}: profile must be one of {', '.join(PROFILES)}")
+    return config
