@@ -43,6 +43,14 @@ class ModelInfo:
     """Measured prompt tokens per second (self-benchmark), when known."""
     decode_tps: float | None = None
     """Measured generated tokens per second (self-benchmark), when known."""
+    price_per_1k_tokens: float | None = None
+    """Per-model price from config; ``None`` means the node's default price."""
+    accelerator: str = "cpu"
+    """Where the model runs: ``cpu``, or ``gpu`` when layers are offloaded."""
+    gpu_layers: int = 0
+    """Layers offloaded to the GPU (0 on CPU-only builds, whatever was configured)."""
+    providers: tuple[str, ...] = ()
+    """Execution providers in use (ONNX Runtime embedders), e.g. ``("CPUExecutionProvider",)``."""
 
 
 @dataclass(frozen=True, slots=True)

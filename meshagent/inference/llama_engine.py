@@ -1,0 +1,446 @@
+"""The llama.cpp engine: per-agent sessions as sequences of one shared context.
+
+Each session is a token history (the truth; its copy lives in the agent's
+journal) plus, when resident, a llama.cpp *sequence* in one unified KV cache
+holding the KV of a prefix of those tokens (a cache). Consequences:
+
+* ``fork`` gives the child a new sequence id on the *same cells*
+  (``llama_memory_seq_cp``): no KV byte is copied, so it costs O(1) in the
+  prefix length; the cells are shared until the branches diverge.
+* Under memory pressure (no free cells, or all sequence ids taken) the least
+  recently used *other* session is evicted: its sequence is removed, its
+  tokens stay, and its next use re-prefills them.
+* ``export_kv`` / ``import_kv`` move one sequence with the per-sequence state
+  API and exact lengths, wrapped in a bound blob (:mod:`.kvblob`). A refused
+  blob (truncated, corrupt, other model, other engine, other tokens) is logged
+  and the session is rebuilt from its tokens instead — never a crash.
+
+Decoding is deterministic: greedy by default, and seeded sampling otherwise.
+All public methods are blocking and serialised by a lock; run them through
+``trio.to_thread.run_sync`` behind a ``CapacityLimiter`` of
+:func:`meshagent.inference.capacity.recommended_capacity` (1 per context).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+import numpy as np
+
+from meshagent.errors import ContextOverflow, InferenceError, KVStateError
+from meshagent.inference import kvblob
+from meshagent.inference.engine import Generation, GenerateOptions, ModelInfo, SessionId
+from meshagent.inference.gguf_info import GgufInfo, check_gguf, read_gguf_info
+from meshagent.inference.llama_api import (
+    ContextParams,
+    KVFull,
+    LlamaContext,
+    LlamaModel,
+    engine_version,
+    supports_gpu_offload,
+)
+from meshagent.inference.selfbench import Throughput, ThroughputCache, measure_throughput
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
+__all__ = ["LlamaEngine", "UnknownSession"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class UnknownSession(InferenceError):
+    """No session with that id is held by this engine."""
+
+
+@dataclass(slots=True)
+class _Session:
+    tokens: list[int]
+    seq: int | None = None
+    n_kv: int = 0
+    """``tokens[:n_kv]`` are in the KV cache of ``seq``."""
+    last_used: int = field(default=0)
+
+
+class LlamaEngine:
+    """An :class:`~meshagent.inference.engine.LlmEngine` on llama.cpp (lazy: loads on first use)."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        sha256: str,
+        name: str | None = None,
+        n_ctx: int = 4096,
+        n_gpu_layers: int = 0,
+        n_threads: int = 0,
+        max_sessions: int = 16,
+        tags: tuple[str, ...] = (),
+        price_per_1k_tokens: float | None = None,
+        throughput_cache: ThroughputCache | None = None,
+    ) -> None:
+        self.path = Path(path)
+        check_gguf(self.path)
+        if max_sessions < 1:
+            raise InferenceError("max_sessions must be at least 1")
+        self.sha256 = sha256
+        self.name = name or self.path.stem
+        self._n_ctx = n_ctx
+        self._n_gpu_layers = n_gpu_layers
+        self._params = ContextParams(n_ctx=n_ctx, n_seq_max=max_sessions + 1, n_threads=n_threads)
+        self._tags = tags
+        self._price = price_per_1k_tokens
+        self._bench_cache = throughput_cache
+        self._throughput = throughput_cache.get(sha256) if throughput_cache else None
+        self._meta: GgufInfo | None = None
+        self._lock = threading.RLock()
+        self._model: LlamaModel | None = None
+        self._ctx: LlamaContext | None = None
+        self._sessions: dict[SessionId, _Session] = {}
+        self._free_seqs: list[int] = []
+        self._scratch_seq = max_sessions  # reserved for the self-benchmark
+        self._clock = 0
+        self._kv_bytes_per_token = 0
+
+    # --- lifecycle --------------------------------------------------------------
+
+    @property
+    def loaded(self) -> bool:
+        return self._ctx is not None
+
+    def load(self) -> None:
+        """Load the model and create the context (done implicitly on first use)."""
+        with self._lock:
+            self._loaded()
+
+    def close(self) -> None:
+        """Free the context and the model; sessions are forgotten."""
+        with self._lock:
+            if self._ctx is not None:
+                self._ctx.close()
+            if self._model is not None:
+                self._model.close()
+            self._ctx = self._model = None
+            self._sessions.clear()
+
+    def _loaded(self) -> LlamaContext:
+        if self._ctx is not None:
+            return self._ctx
+        t0 = time.perf_counter()
+        model = LlamaModel(self.path, n_gpu_layers=self._n_gpu_layers)
+        try:
+            ctx = LlamaContext(model, self._params)
+        except InferenceError:
+            model.close()
+            raise
+        self._model, self._ctx = model, ctx
+        self._free_seqs = list(range(self._scratch_seq - 1, -1, -1))
+        lib_model = model.ptr
+        import llama_cpp
+
+        n_layer = int(llama_cpp.llama_model_n_layer(lib_model))
+        n_embd = int(llama_cpp.llama_model_n_embd(lib_model))
+        # An upper bound (f32 K and V, no GQA) used to refuse absurd blobs.
+        self._kv_bytes_per_token = n_layer * 2 * n_embd * 4 + 64
+        log.info("loaded %s (%s) in %.2fs: n_ctx=%d", self.name, self.path, time.perf_counter() - t0, ctx.n_ctx)
+        if self._bench_cache is not None and self._throughput is None:
+            self._throughput = measure_throughput(ctx, self._scratch_seq)
+            self._bench_cache.put(self.sha256, self._throughput)
+        return ctx
+
+    # --- adverts ------------------------------------------------------------------
+
+    @property
+    def info(self) -> ModelInfo:
+        if self._meta is None:
+            self._meta = read_gguf_info(self.path)
+        gpu = self._n_gpu_layers != 0 and supports_gpu_offload()
+        tp = self._throughput
+        return ModelInfo(
+            name=self.name,
+            sha256=self.sha256,
+            size_bytes=self.path.stat().st_size,
+            kind="llm",
+            parameters=self._meta.parameters,
+            quantization=self._meta.quantization,
+            n_ctx=self._n_ctx,
+            tags=self._tags,
+            prefill_tps=tp.prefill_tps if tp else None,
+            decode_tps=tp.decode_tps if tp else None,
+            price_per_1k_tokens=self._price,
+            accelerator="gpu" if gpu else "cpu",
+            gpu_layers=self._n_gpu_layers if gpu else 0,
+        )
+
+    @property
+    def throughput(self) -> Throughput | None:
+        return self._throughput
+
+    def self_benchmark(self) -> Throughput:
+        """Measure (or return the cached) prefill/decode rates of this model here."""
+        with self._lock:
+            ctx = self._loaded()
+            if self._throughput is None:
+                self._throughput = measure_throughput(ctx, self._scratch_seq)
+                if self._bench_cache is not None:
+                    self._bench_cache.put(self.sha256, self._throughput)
+            return self._throughput
+
+    # --- sessions -------------------------------------------------------------------
+
+    def sessions(self) -> list[SessionId]:
+        with self._lock:
+            return list(self._sessions)
+
+    def is_resident(self, session: SessionId) -> bool:
+        """Whether the session has KV in the context (else its next use re-prefills)."""
+        with self._lock:
+            s = self._sessions.get(session)
+            return s is not None and s.seq is not None and s.n_kv > 0
+
+    def tokens(self, session: SessionId) -> list[int]:
+        with self._lock:
+            return list(self._get(session).tokens)
+
+    def count_tokens(self, text: str, *, first: bool = False) -> int:
+        """How many tokens ``text`` adds to a conversation (``first``: with BOS)."""
+        with self._lock:
+            self._loaded()
+            assert self._model is not None
+            return len(self._model.tokenize(text, add_bos=first))
+
+    def drop(self, session: SessionId) -> None:
+        with self._lock:
+            s = self._sessions.pop(session, None)
+            if s is not None:
+                self._release(s)
+
+    def evict(self, session: SessionId) -> None:
+        """Free a session's KV cells but keep its tokens (it re-prefills on next use)."""
+        with self._lock:
+            self._release(self._get(session))
+
+    def _get(self, session: SessionId) -> _Session:
+        s = self._sessions.get(session)
+        if s is None:
+            raise UnknownSession(f"no session {session!r} on model {self.name}")
+        return s
+
+    def _touch(self, s: _Session) -> None:
+        self._clock += 1
+        s.last_used = self._clock
+
+    def _release(self, s: _Session) -> None:
+        if s.seq is not None and self._ctx is not None:
+            self._ctx.seq_rm(s.seq)
+            self._free_seqs.append(s.seq)
+        s.seq, s.n_kv = None, 0
+
+    def _evict_lru(self, keep: set[int]) -> bool:
+        """Evict the least recently used resident session whose id is not in ``keep``."""
+        victims = [s for s in self._sessions.values() if s.seq is not None and id(s) not in keep]
+        if not victims:
+            return False
+        victim = min(victims, key=lambda s: s.last_used)
+        log.info("evicting an idle session (%d tokens) from %s under memory pressure", len(victim.tokens), self.name)
+        self._release(victim)
+        return True
+
+    def _attach(self, s: _Session, keep: set[int]) -> int:
+        """Give ``s`` a sequence id, evicting an idle session if all are taken."""
+        if s.seq is None:
+            if not self._free_seqs and not self._evict_lru(keep | {id(s)}):
+                raise InferenceError(f"no free sequence on {self.name}")
+            s.seq, s.n_kv = self._free_seqs.pop(), 0
+        return s.seq
+
+    def _feed(self, s: _Session, *, logits: bool) -> NDArray[np.float32] | None:
+        """Decode ``s.tokens[s.n_kv:]`` into its sequence, evicting others when the cache is full."""
+        ctx = self._loaded()
+        seq = self._attach(s, set())
+        while True:
+            pending = s.tokens[s.n_kv :]
+            try:
+                out = ctx.decode(pending, seq, s.n_kv, logits=logits)
+            except KVFull:
+                s.n_kv = ctx.seq_pos_range(seq)[1] + 1
+                if not self._evict_lru({id(s)}):
+                    raise InferenceError(
+                        f"the KV cache of {self.name} ({ctx.n_ctx} cells) is full with this session alone"
+                    ) from None
+                continue
+            s.n_kv = len(s.tokens)
+            return out
+
+    # --- generation -------------------------------------------------------------------
+
+    def generate(self, session: SessionId, prompt: str, options: GenerateOptions) -> Generation:
+        with self._lock:
+            ctx = self._loaded()
+            assert self._model is not None
+            model = self._model
+            s = self._sessions.get(session)
+            if s is None:
+                s = self._sessions[session] = _Session(tokens=[])
+            self._touch(s)
+            new = model.tokenize(prompt, add_bos=not s.tokens)
+            if not s.tokens and not new:
+                raise InferenceError("an empty prompt cannot start a conversation")
+            total = len(s.tokens) + len(new)
+            if total + (1 if options.max_tokens > 0 else 0) > ctx.n_ctx:
+                raise ContextOverflow(
+                    f"{total} tokens (history {len(s.tokens)} + prompt {len(new)}) do not fit "
+                    f"in the context of {ctx.n_ctx} tokens of {self.name}"
+                )
+            history = len(s.tokens)
+            reused = s.n_kv if s.seq is not None else 0
+            s.tokens.extend(new)
+            try:
+                self._attach(s, set())
+                if s.n_kv == len(s.tokens):
+                    # Everything is cached but the logits are gone: recompute the last token.
+                    ctx.seq_rm(s.seq, s.n_kv - 1, -1)  # type: ignore[arg-type]
+                    s.n_kv -= 1
+                    reused = s.n_kv
+                t0 = time.perf_counter()
+                logits = self._feed(s, logits=True)
+                t1 = time.perf_counter()
+            except InferenceError:
+                del s.tokens[history:]
+                if s.seq is not None and s.n_kv > history:
+                    ctx.seq_rm(s.seq, history, -1)
+                    s.n_kv = history
+                raise
+            out = self._decode_loop(s, logits, options, limit=min(options.max_tokens, ctx.n_ctx - total))
+            t2 = time.perf_counter()
+            text = b"".join(model.piece(t) for t in out).decode("utf-8", "replace")
+            return Generation(
+                text=text,
+                prompt_tokens=len(new),
+                completion_tokens=len(out),
+                prefill_s=t1 - t0,
+                decode_s=t2 - t1,
+                reused_tokens=min(reused, history),
+            )
+
+    def _decode_loop(
+        self, s: _Session, logits: NDArray[np.float32] | None, options: GenerateOptions, *, limit: int
+    ) -> list[int]:
+        assert self._model is not None
+        pick = _sampler(options)
+        out: list[int] = []
+        for i in range(limit):
+            assert logits is not None
+            tok = pick(logits)
+            if self._model.is_eog(tok):
+                break
+            out.append(tok)
+            s.tokens.append(tok)
+            if i + 1 < limit:
+                # The last token is left undecoded: the next call decodes it with its prompt.
+                logits = self._feed(s, logits=True)
+        return out
+
+    def fork(self, parent: SessionId, child: SessionId) -> None:
+        with self._lock:
+            ctx = self._loaded()
+            p = self._get(parent)
+            if child == parent:
+                raise InferenceError("a session cannot be forked onto itself")
+            self.drop(child)
+            c = _Session(tokens=list(p.tokens))
+            self._sessions[child] = c
+            self._touch(p)
+            self._touch(c)
+            if p.seq is not None and p.n_kv > 0:
+                seq = self._attach(c, {id(p)})
+                ctx.seq_cp(p.seq, seq)  # shares the cells: metadata only
+                c.n_kv = p.n_kv
+
+    # --- moving KV ----------------------------------------------------------------------
+
+    def export_kv(self, session: SessionId) -> bytes:
+        """The session's KV as a bound blob; :class:`KVStateError` if it is not resident.
+
+        A non-resident (evicted or never prefilled) session has nothing to
+        export: send its tokens alone and let the receiver prefill them.
+        """
+        with self._lock:
+            ctx = self._loaded()
+            s = self._get(session)
+            if s.seq is None or s.n_kv == 0:
+                raise KVStateError(f"session {session!r} has no KV cache resident to export")
+            state = ctx.seq_state(s.seq)
+            return kvblob.pack_blob(
+                model_sha256=self.sha256, engine=engine_version(), tokens=s.tokens[: s.n_kv], state=state
+            )
+
+    def import_kv(self, session: SessionId, tokens: list[int], blob: bytes | None) -> bool:
+        with self._lock:
+            ctx = self._loaded()
+            if len(tokens) >= ctx.n_ctx:
+                raise ContextOverflow(f"{len(tokens)} tokens do not fit in the context of {ctx.n_ctx} of {self.name}")
+            assert self._model is not None
+            n_vocab = self._model.n_vocab
+            if any(not 0 <= t < n_vocab for t in tokens):
+                raise InferenceError(f"token ids outside the vocabulary of {self.name} ({n_vocab})")
+            self.drop(session)
+            s = self._sessions[session] = _Session(tokens=list(tokens))
+            self._touch(s)
+            if not tokens:
+                return False
+            if blob is not None:
+                try:
+                    self._load_blob(s, ctx, blob)
+                    return True
+                except KVStateError as exc:
+                    log.warning("refused KV blob for session %r: %s; re-prefilling %d tokens", session, exc, len(tokens))
+                    self._release(s)
+            self._feed(s, logits=False)
+            return False
+
+    def _load_blob(self, s: _Session, ctx: LlamaContext, blob: bytes) -> None:
+        header, offset = kvblob.unpack_blob(
+            blob,
+            model_sha256=self.sha256,
+            engine=engine_version(),
+            tokens=s.tokens,
+            max_state=len(s.tokens) * self._kv_bytes_per_token + 4096,
+        )
+        seq = self._attach(s, set())
+        while True:
+            try:
+                ctx.set_seq_state(seq, blob, offset, header.state_len)
+                break
+            except KVStateError:
+                # Most likely no room for the cells (the digest matched): make room and retry.
+                if not self._evict_lru({id(s)}):
+                    raise
+        if ctx.seq_pos_range(seq) != (0, header.n_tokens - 1):
+            ctx.seq_rm(seq)
+            raise KVStateError(f"KV blob restored positions {ctx.seq_pos_range(seq)}, expected 0..{header.n_tokens - 1}")
+        s.n_kv = header.n_tokens
+
+
+def _sampler(options: GenerateOptions) -> Callable[[NDArray[np.float32]], int]:
+    if options.temperature <= 0:
+        return lambda logits: int(np.argmax(logits))
+    rng = np.random.default_rng(options.seed)
+    temperature = float(options.temperature)
+
+    def sample(logits: NDArray[np.float32]) -> int:
+        z = logits.astype(np.float64) / temperature
+        z -= z.max()
+        p = np.exp(z)
+        p /= p.sum()
+        return int(rng.choice(len(p), p=p))
+
+    return sample
