@@ -1,0 +1,165 @@
+"""Node commands: ``join``, ``status``, ``peers``, ``leave``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from meshagent.config import PROFILES, Config, default_data_dir, load_config
+from meshagent.errors import ConfigError
+
+__all__ = ["register", "data_dir_of", "add_data_dir"]
+
+
+def add_data_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", type=Path, default=None, help="the node's data dir (default: per user; $MESHAGENT_HOME)")
+
+
+def data_dir_of(args: argparse.Namespace) -> Path:
+    return Path(args.data_dir) if getattr(args, "data_dir", None) else default_data_dir()
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("join", help="run a node in the foreground and join the mesh")
+    add_data_dir(p)
+    p.add_argument("--config", type=Path, help="TOML config file (default: <data dir>/config.toml if present)")
+    p.add_argument("--profile", choices=PROFILES, help="emulate a device class in the advert")
+    p.add_argument("--listen", action="append", metavar="MULTIADDR", help="listen address (repeatable)")
+    p.add_argument("--bootstrap", action="append", metavar="MULTIADDR", default=[], help="peer to dial at start (repeatable)")
+    p.add_argument("--name", help="node name shown to peers")
+    p.add_argument("--interface", help="restrict mDNS and advertised addresses to this interface")
+    p.add_argument("--no-mdns", action="store_true", help="do not use mDNS (bootstrap and peer exchange only)")
+    p.add_argument("--price", type=float, help="price per 1,000 generated tokens")
+    p.add_argument("--json", action="store_true", help="print the ready line as JSON")
+    p.set_defaults(func=cmd_join)
+
+    p = sub.add_parser("status", help="show this node")
+    add_data_dir(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("peers", help="list the peers this node knows, with their hardware")
+    add_data_dir(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_peers)
+
+    p = sub.add_parser("leave", help="stop the node cleanly")
+    add_data_dir(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_leave)
+
+
+def _config_for(args: argparse.Namespace, data_dir: Path) -> Config:
+    path = args.config
+    if path is None and (data_dir / "config.toml").exists():
+        path = data_dir / "config.toml"
+    config = load_config(path)
+    net: dict[str, Any] = {
+        "listen": tuple(args.listen) if args.listen else None,
+        "bootstrap": tuple(config.net.bootstrap) + tuple(args.bootstrap),
+        "interface": args.interface,
+    }
+    if args.no_mdns:
+        net["mdns"] = False
+    node = {"profile": args.profile, "name": args.name, "price_per_1k_tokens": args.price}
+    return config.with_overrides(net=net, node=node)
+
+
+def cmd_join(args: argparse.Namespace) -> int:
+    import trio
+
+    from meshagent.node.node import Node
+
+    data_dir = data_dir_of(args)
+    config = _config_for(args, data_dir)
+
+    def ready(node: Node) -> None:
+        assert node.identity and node.host
+        info = {"peer_id": node.identity.peer_id, "addrs": list(node.host.p2p_addrs), "data_dir": str(data_dir)}
+        if args.json:
+            print(json.dumps(info), flush=True)
+        else:
+            print(f"meshagent node {info['peer_id']}" + (f" (profile {config.node.profile}, emulated)" if config.node.profile else ""))
+            print("dialable at:")
+            for a in info["addrs"]:
+                print(f"  {a}")
+            print(f"data dir {data_dir}; stop with Ctrl-C or: meshagent leave --data-dir {data_dir}", flush=True)
+
+    if config.node.profile and config.node.profile not in PROFILES:
+        raise ConfigError(f"unknown profile {config.node.profile!r}")
+    trio.run(Node(config, data_dir, on_ready=ready, handle_signals=True).run)
+    return 0
+
+
+def _call(args: argparse.Namespace, op: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    from meshagent.node.control import call
+
+    return call(data_dir_of(args), op, params)
+
+
+def _gib(n: int) -> str:
+    return f"{n / (1 << 30):.1f}"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    status = _call(args, "status")
+    if args.json:
+        print(json.dumps(status))
+        return 0
+    console = Console()
+    console.print(f"[bold]{status['name']}[/] {status['peer_id']}")
+    console.print(f"profile: {status['profile'] or 'real hardware'}   uptime: {status['uptime_s']:.0f} s   "
+                  f"peers: {status['peers']} (connected {status['connected']})")
+    for a in status["addrs"]:
+        console.print(f"  {a}")
+    ad = status["advert"]
+    console.print(f"{ad['arch']} {ad['os']}, {ad['cpu_model']}, {ad['cpu_cores']} cores, "
+                  f"RAM {_gib(ad['ram_free'])}/{_gib(ad['ram_total'])} GiB free")
+    if ad["models"]:
+        console.print("models: " + ", ".join(m["name"] for m in ad["models"]))
+    return 0
+
+
+def cmd_peers(args: argparse.Namespace) -> int:
+    peers = _call(args, "peers")["peers"]
+    if args.json:
+        print(json.dumps(peers))
+        return 0
+    table = Table(title=f"{len(peers)} peer(s)")
+    for col in ("name", "peer id", "profile", "arch", "cores", "RAM free/total GiB", "accelerators", "battery", "models", "load", "rtt ms", "seen"):
+        table.add_column(col)
+    now = time.time()
+    for p in peers:
+        battery = "-" if p["battery_percent"] is None else f"{p['battery_percent']:.0f}%{' (on battery)' if p['on_battery'] else ''}"
+        table.add_row(
+            p["name"],
+            p["peer_id"][:8] + "…" + p["peer_id"][-6:],
+            (p["profile"] + " (emulated)") if p["emulated"] else "real",
+            p["arch"],
+            str(p["cpu_cores"]),
+            f"{_gib(p['ram_free'])}/{_gib(p['ram_total'])}",
+            "\n".join(p["accelerators"]) or "-",
+            battery,
+            "\n".join(m["name"] for m in p["models"]) or "-",
+            str(p["load"]),
+            "-" if p["rtt_ms"] is None else f"{p['rtt_ms']:.1f}",
+            f"{now - p['last_seen']:.0f} s ago",
+        )
+    Console().print(table)
+    return 0
+
+
+def cmd_leave(args: argparse.Namespace) -> int:
+    result = _call(args, "leave")
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print("node is leaving", file=sys.stderr)
+    return 0

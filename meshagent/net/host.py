@@ -1,0 +1,270 @@
+"""The libp2p host: TCP + Noise + Yamux, identify, ping and gossipsub.
+
+:func:`open_host` builds a py-libp2p host from the node's identity, listens on
+the requested addresses (falling back to the next free port when the default
+is taken), announces concrete dialable addresses (never ``0.0.0.0``) and runs
+gossipsub. It yields a :class:`MeshHost`, the small surface the rest of
+meshagent uses: open a stream, serve a protocol, publish and subscribe, dial,
+ping. py-libp2p types stay behind this module.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Final
+
+import multiaddr
+import trio
+from libp2p import new_host
+from libp2p.abc import IHost, INetStream
+from libp2p.crypto.ed25519 import Ed25519PrivateKey as Libp2pEd25519
+from libp2p.crypto.keys import KeyPair
+from libp2p.host.ping import PingService
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
+from libp2p.pubsub.gossipsub import GossipSub
+from libp2p.pubsub.pubsub import Pubsub
+from libp2p.tools.anyio_service.context import background_trio_service
+
+from meshagent.errors import DecodeError, FrameTooLarge, NodeError
+from meshagent.net.addresses import concrete_addrs
+from meshagent.node.identity import Identity
+from meshagent.protocol.signed import PeerId
+
+__all__ = ["GOSSIP_PROTOCOLS", "MeshHost", "Stream", "open_host", "pick_listen_addrs", "split_p2p_addr"]
+
+log = logging.getLogger(__name__)
+
+GOSSIP_PROTOCOLS: Final = ("/meshsub/1.1.0", "/meshsub/1.0.0")
+_PORT_FALLBACKS: Final = 10
+_DIAL_TIMEOUT_S: Final = 10.0
+
+StreamHandler = Callable[["Stream"], Awaitable[None]]
+
+
+def _keypair(identity: Identity) -> KeyPair:
+    private = Libp2pEd25519.new(identity.seed())
+    return KeyPair(private, private.get_public_key())
+
+
+def _port_free(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def pick_listen_addrs(listen: Sequence[str]) -> list[multiaddr.Multiaddr]:
+    """Resolve the listen multiaddrs, moving a taken TCP port to the next free one."""
+    out = []
+    for text in listen:
+        try:
+            ma = multiaddr.Multiaddr(text)
+            ip = ma.value_for_protocol("ip4") if "ip4" in text else ma.value_for_protocol("ip6")
+            port = int(ma.value_for_protocol("tcp"))
+        except Exception as exc:  # multiaddr raises many unrelated types for bad input
+            raise NodeError(f"cannot listen on {text!r}: not a /ip4|ip6/.../tcp/PORT multiaddr ({exc})") from exc
+        if port != 0 and not _port_free(ip, port):
+            for candidate in range(port + 1, port + 1 + _PORT_FALLBACKS):
+                if _port_free(ip, candidate):
+                    log.info("port %d is taken; listening on %d", port, candidate)
+                    port = candidate
+                    break
+            else:
+                port = 0
+        if port == 0:
+            family = socket.AF_INET6 if "ip6" in text else socket.AF_INET
+            with socket.socket(family, socket.SOCK_STREAM) as s:
+                s.bind((ip, 0))
+                port = s.getsockname()[1]
+        proto = "ip6" if "ip6" in text else "ip4"
+        out.append(multiaddr.Multiaddr(f"/{proto}/{ip}/tcp/{port}"))
+    return out
+
+
+def split_p2p_addr(addr: str) -> tuple[PeerId, str]:
+    """``/ip4/1.2.3.4/tcp/5/p2p/ID`` → (ID, ``/ip4/1.2.3.4/tcp/5``)."""
+    try:
+        info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
+    except Exception as exc:  # multiaddr/libp2p raise assorted types on bad input
+        raise NodeError(f"not a dialable /p2p/ multiaddr: {addr!r} ({exc})") from exc
+    return PeerId(info.peer_id.to_base58()), str(info.addrs[0])
+
+
+@dataclass(slots=True)
+class Stream:
+    """A libp2p stream with framed reads, hiding py-libp2p's stream type."""
+
+    raw: INetStream
+    peer: PeerId
+
+    async def send(self, data: bytes) -> None:
+        await self.raw.write(data)
+
+    async def receive_exactly(self, n: int) -> bytes:
+        buf = bytearray()
+        while len(buf) < n:
+            chunk = await self.raw.read(min(n - len(buf), 1 << 20))
+            if not chunk:
+                raise DecodeError(f"stream from {self.peer} ended after {len(buf)} of {n} bytes")
+            buf += chunk
+        return bytes(buf)
+
+    async def send_frame(self, payload: bytes) -> None:
+        await self.raw.write(len(payload).to_bytes(4, "big") + payload)
+
+    async def receive_frame(self, max_size: int) -> bytes:
+        size = int.from_bytes(await self.receive_exactly(4), "big")
+        if size > max_size:
+            raise FrameTooLarge(f"{self.peer} declared a frame of {size} bytes; the limit is {max_size}")
+        return await self.receive_exactly(size)
+
+    async def close(self) -> None:
+        try:
+            await self.raw.close()
+        except Exception as exc:  # closing a broken stream: nothing left to do but log
+            log.debug("closing stream to %s: %s", self.peer, exc)
+
+    async def reset(self) -> None:
+        try:
+            await self.raw.reset()
+        except Exception as exc:  # same as close
+            log.debug("resetting stream to %s: %s", self.peer, exc)
+
+
+class MeshHost:
+    """The subset of a libp2p host that meshagent uses."""
+
+    def __init__(self, host: IHost, pubsub: Pubsub, identity: Identity, addrs: tuple[str, ...]) -> None:
+        self._host = host
+        self._pubsub = pubsub
+        self._ping = PingService(host)
+        self.peer_id: PeerId = identity.peer_id
+        self.addrs = addrs
+        """Concrete, dialable addresses (without the /p2p suffix)."""
+
+    @property
+    def p2p_addrs(self) -> tuple[str, ...]:
+        return tuple(f"{a}/p2p/{self.peer_id}" for a in self.addrs)
+
+    def connected_peers(self) -> list[PeerId]:
+        return [PeerId(p.to_base58()) for p in self._host.get_connected_peers()]
+
+    def is_connected(self, peer: PeerId) -> bool:
+        return peer in self.connected_peers()
+
+    def set_handler(self, protocol: str, handler: StreamHandler) -> None:
+        async def wrapper(raw: INetStream) -> None:
+            peer = PeerId(raw.muxed_conn.peer_id.to_base58())
+            stream = Stream(raw, peer)
+            try:
+                await handler(stream)
+            except Exception as exc:  # task boundary: one bad peer must not stop the node
+                log.warning("%s handler for %s failed: %s", protocol, peer, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+                await stream.reset()
+
+        self._host.set_stream_handler(protocol, wrapper)  # type: ignore[arg-type]
+
+    async def open_stream(self, peer: PeerId, protocol: str) -> Stream:
+        raw = await self._host.new_stream(ID.from_base58(peer), [protocol])  # type: ignore[list-item]
+        return Stream(raw, peer)
+
+    async def dial(self, peer: PeerId, addrs: Sequence[str], *, timeout: float = _DIAL_TIMEOUT_S) -> bool:
+        """Connect to ``peer`` at one of ``addrs``; True when connected."""
+        if peer == self.peer_id:
+            return False
+        if self.is_connected(peer):
+            return True
+        maddrs = []
+        for a in addrs:
+            try:
+                maddrs.append(multiaddr.Multiaddr(a.split("/p2p/")[0]))
+            except Exception:  # a peer may advertise an address we cannot parse
+                log.debug("skipping unparseable address %r of %s", a, peer)
+        if not maddrs:
+            return False
+        with trio.move_on_after(timeout):
+            try:
+                await self._host.connect(PeerInfo(ID.from_base58(peer), maddrs))
+                return True
+            except Exception as exc:  # py-libp2p raises many types on dial failure
+                log.debug("dial %s at %s failed: %s", peer, addrs, exc)
+        return False
+
+    async def ping(self, peer: PeerId) -> float | None:
+        """Round-trip time in milliseconds over the libp2p ping protocol, or None."""
+        start = time.perf_counter()
+        with trio.move_on_after(5):
+            try:
+                await self._ping.ping(ID.from_base58(peer), ping_amt=1)
+                return (time.perf_counter() - start) * 1000.0
+            except Exception as exc:  # ping failures are expected when peers vanish
+                log.debug("ping %s failed: %s", peer, exc)
+        return None
+
+    async def publish(self, topic: str, data: bytes) -> None:
+        await self._pubsub.publish(topic, data)
+
+    @asynccontextmanager
+    async def subscribe(self, topic: str) -> AsyncIterator[Callable[[], Awaitable[bytes]]]:
+        """Subscribe to a topic; yields ``receive()`` returning the next message's data."""
+        sub = await self._pubsub.subscribe(topic)
+
+        async def receive() -> bytes:
+            msg = await sub.get()
+            return bytes(msg.data)
+
+        try:
+            yield receive
+        finally:
+            with trio.CancelScope(shield=True):
+                try:
+                    await self._pubsub.unsubscribe(topic)
+                except Exception as exc:  # shutting down: log and go on
+                    log.debug("unsubscribe %s: %s", topic, exc)
+
+    async def disconnect(self, peer: PeerId) -> None:
+        try:
+            await self._host.disconnect(ID.from_base58(peer))
+        except Exception as exc:  # already gone
+            log.debug("disconnect %s: %s", peer, exc)
+
+
+@asynccontextmanager
+async def open_host(identity: Identity, listen: Sequence[str], *, interface: str = "") -> AsyncIterator[MeshHost]:
+    """Run a libp2p host for ``identity`` until the context exits."""
+    listen_addrs = pick_listen_addrs(listen)
+    announce = concrete_addrs([str(a) for a in listen_addrs], interface=interface)
+    host = new_host(
+        key_pair=_keypair(identity),
+        listen_addrs=listen_addrs,
+        announce_addrs=[multiaddr.Multiaddr(a) for a in announce],
+    )
+    gossip = GossipSub(
+        protocols=list(GOSSIP_PROTOCOLS),  # type: ignore[arg-type]
+        degree=6,
+        degree_low=4,
+        degree_high=12,
+        heartbeat_interval=1,
+    )
+    pubsub = Pubsub(host, gossip)
+    started = False
+    try:
+        async with host.run(listen_addrs):
+            async with background_trio_service(pubsub), background_trio_service(gossip):
+                await pubsub.wait_until_ready()
+                started = True
+                yield MeshHost(host, pubsub, identity, tuple(announce))
+    except OSError as exc:
+        if started:
+            raise
+        raise NodeError(f"cannot listen on {', '.join(map(str, listen_addrs))}: {exc.strerror or exc}") from exc

@@ -1,0 +1,137 @@
+"""The node's identity: an Ed25519 key (who it is) and an X25519 key (what it unseals).
+
+Both are generated on first start and stored as raw 32-byte files in the data
+dir with mode 0600; a key file that group or others can read is refused rather
+than used. The libp2p peer id derives from the Ed25519 key, so Noise
+authenticates it on every connection. A second process on the same data dir
+is refused by an exclusive lock (see :class:`DataDirLock`).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
+
+from meshagent.errors import DuplicateIdentityError, IdentityError
+from meshagent.protocol.advert import bind_sealing_key
+from meshagent.protocol.signed import PeerId, peer_id_from_public_key
+
+__all__ = ["IDENTITY_FILE", "SEALING_FILE", "Identity", "load_or_create_identity", "ensure_private_dir", "DataDirLock"]
+
+IDENTITY_FILE: Final = "identity.key"
+SEALING_FILE: Final = "sealing.key"
+LOCK_FILE: Final = "node.lock"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    signing_key: Ed25519PrivateKey
+    sealing_key: X25519PrivateKey
+
+    @property
+    def public_key(self) -> bytes:
+        return self.signing_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+    @property
+    def peer_id(self) -> PeerId:
+        return peer_id_from_public_key(self.public_key)
+
+    @property
+    def sealing_public(self) -> bytes:
+        return self.sealing_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+    @property
+    def sealing_binding(self) -> bytes:
+        """Signature binding the sealing key to this identity (goes in adverts)."""
+        return bind_sealing_key(self.sealing_public, self.signing_key)
+
+    def seed(self) -> bytes:
+        return self.signing_key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+
+
+def ensure_private_dir(path: Path) -> None:
+    """Create ``path`` (mode 0700) if needed; refuse one others can write to."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    mode = path.stat().st_mode
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise IdentityError(f"data dir {path} is writable by others (mode {stat.S_IMODE(mode):o}); run: chmod 700 {path}")
+
+
+def _read_key(path: Path) -> bytes | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    if st.st_mode & 0o077:
+        raise IdentityError(
+            f"key file {path} has mode {stat.S_IMODE(st.st_mode):o}; it must be readable by its owner only (run: chmod 600 {path})"
+        )
+    data = path.read_bytes()
+    if len(data) != 32:
+        raise IdentityError(f"key file {path} is corrupt ({len(data)} bytes, expected 32)")
+    return data
+
+
+def _write_key(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def load_or_create_identity(data_dir: Path) -> Identity:
+    """Load the node's keys from ``data_dir``, generating them on first start."""
+    ensure_private_dir(data_dir)
+    id_path, seal_path = data_dir / IDENTITY_FILE, data_dir / SEALING_FILE
+    seed = _read_key(id_path)
+    if seed is None:
+        seed = Ed25519PrivateKey.generate().private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+        _write_key(id_path, seed)
+    sealing = _read_key(seal_path)
+    if sealing is None:
+        sealing = X25519PrivateKey.generate().private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+        _write_key(seal_path, sealing)
+    return Identity(
+        signing_key=Ed25519PrivateKey.from_private_bytes(seed),
+        sealing_key=X25519PrivateKey.from_private_bytes(sealing),
+    )
+
+
+class DataDirLock:
+    """An exclusive lock on the data dir: one running node per identity per machine."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self._path = data_dir / LOCK_FILE
+        self._fd: int | None = None
+
+    def __enter__(self) -> DataDirLock:
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            os.close(fd)
+            raise DuplicateIdentityError(
+                f"another meshagent node is already running with data dir {self._path.parent}"
+            ) from exc
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None

@@ -1,0 +1,142 @@
+"""This node's view of the mesh: verified adverts from peers, and its own advert.
+
+Every advert blob — from gossip, from peer exchange — goes through
+:meth:`Membership.accept`, which verifies it before anything else and feeds the
+pure :class:`~meshagent.protocol.peers.PeerTable`. Bad input is dropped and
+logged; the table is then unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+
+import trio
+
+from meshagent.errors import DuplicateIdentityError, RemoteProtocolError
+from meshagent.protocol.advert import Advert, Goodbye, decode_advert, decode_goodbye, encode_advert, encode_goodbye
+from meshagent.protocol.peers import Outcome, PeerTable
+from meshagent.protocol.signed import PeerId
+from meshagent.node.identity import Identity
+
+__all__ = ["Membership"]
+
+log = logging.getLogger(__name__)
+
+
+class Membership:
+    def __init__(
+        self,
+        identity: Identity,
+        build_advert: Callable[[int, float, bytes, float], Advert],
+        *,
+        on_duplicate: Callable[[DuplicateIdentityError], None],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """``build_advert(seq, now, instance, started_at)`` makes this node's current advert;
+        ``on_duplicate`` is told when another, older instance of this identity is seen."""
+        self._identity = identity
+        self._on_duplicate = on_duplicate
+        self._build = build_advert
+        self._clock = clock
+        self.instance = os.urandom(16)
+        self.started_at = clock()
+        self.table = PeerTable()
+        self._seq = 0
+        self._own: bytes | None = None
+        self.changed = trio.Event()
+        self.dropped = 0
+        """Adverts refused since start (forged, stale, expired, malformed)."""
+
+    @property
+    def peer_id(self) -> PeerId:
+        return self._identity.peer_id
+
+    def _next_seq(self, now: float) -> int:
+        # A millisecond clock keeps seq growing across restarts without storing it.
+        self._seq = max(self._seq + 1, int(now * 1000))
+        return self._seq
+
+    def refresh_own(self) -> bytes:
+        """Build, sign and remember a fresh advert of this node."""
+        now = self._clock()
+        advert = self._build(self._next_seq(now), now, self.instance, self.started_at)
+        self._own = encode_advert(advert, self._identity.signing_key)
+        return self._own
+
+    @property
+    def own_advert(self) -> bytes:
+        return self._own if self._own is not None else self.refresh_own()
+
+    def goodbye(self) -> bytes:
+        return encode_goodbye(Goodbye(self.peer_id, self._next_seq(self._clock()), self.instance), self._identity.signing_key)
+
+    def _notify(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
+
+    def accept(self, blob: bytes, *, via: str) -> Outcome | None:
+        """Verify and apply an advert; None when it was refused."""
+        now = self._clock()
+        try:
+            advert = decode_advert(blob, now=now)
+        except RemoteProtocolError as exc:
+            self.dropped += 1
+            log.info("dropped advert via %s: %s", via, exc)
+            return None
+        if advert.peer_id == self.peer_id:
+            if advert.instance != self.instance and (advert.started_at, advert.instance) < (self.started_at, self.instance):
+                self._on_duplicate(DuplicateIdentityError(
+                    f"another node is running with this identity ({self.peer_id}) since "
+                    f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(advert.started_at))} at "
+                    f"{', '.join(advert.addrs) or 'an unknown address'}; was the data dir copied? "
+                    "Give each device its own data dir."
+                ))
+            return None
+        self.table, outcome = self.table.apply_advert(advert, now, blob)
+        match outcome:
+            case Outcome.NEW:
+                log.info("peer %s (%s, %s) joined via %s", advert.peer_id, advert.name, advert.profile or "real", via)
+                self._notify()
+            case Outcome.UPDATED:
+                self._notify()
+            case Outcome.DUPLICATE:
+                self.dropped += 1
+                log.warning("refused advert from a second instance of %s (copied identity?)", advert.peer_id)
+            case _:
+                pass
+        return outcome
+
+    def accept_goodbye(self, blob: bytes) -> bool:
+        try:
+            goodbye = decode_goodbye(blob)
+        except RemoteProtocolError as exc:
+            self.dropped += 1
+            log.info("dropped goodbye: %s", exc)
+            return False
+        self.table, outcome = self.table.apply_goodbye(goodbye)
+        if outcome is Outcome.REMOVED:
+            log.info("peer %s left", goodbye.peer_id)
+            self._notify()
+            return True
+        return False
+
+    def expire(self) -> tuple[PeerId, ...]:
+        self.table, gone = self.table.expire(self._clock())
+        for peer in gone:
+            log.info("peer %s timed out", peer)
+        if gone:
+            self._notify()
+        return gone
+
+    def record_rtt(self, peer: PeerId, rtt_ms: float) -> None:
+        self.table = self.table.apply_rtt(peer, rtt_ms)
+
+    def known_adverts(self, limit: int) -> list[bytes]:
+        """Our own advert and up to ``limit - 1`` of the peers' (for peer exchange)."""
+        out = [self.own_advert]
+        for entry in list(self.table.values())[: max(0, limit - 1)]:
+            out.append(entry.advert_blob)
+        return out

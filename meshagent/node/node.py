@@ -1,0 +1,197 @@
+"""The composition root: one running meshagent node.
+
+:class:`Node` wires the pieces together — identity, the libp2p host, mesh
+membership, the local control API — and owns nothing else. Each duty lives
+in its own module; this file only starts them in one nursery and stops them
+together.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from meshagent import __version__
+from meshagent.config import Config
+from meshagent.errors import MeshError
+from meshagent.net.host import MeshHost, open_host
+from meshagent.node.control import ControlServer, Emit
+from meshagent.node.hardware import emulate_profile, probe_hardware
+from meshagent.node.identity import DataDirLock, Identity, ensure_private_dir, load_or_create_identity
+from meshagent.node.membership import Membership
+from meshagent.node.mesh import MeshService
+from meshagent.protocol.advert import Advert, Hardware, ModelAd
+from meshagent.protocol.peers import PeerEntry
+
+__all__ = ["Node", "peer_summary"]
+
+log = logging.getLogger(__name__)
+
+
+def peer_summary(entry: PeerEntry, now: float) -> dict[str, Any]:
+    """The JSON shape of one peer in ``meshagent peers --json``."""
+    ad = entry.advert
+    hw = ad.hardware
+    return {
+        "peer_id": ad.peer_id,
+        "name": ad.name,
+        "addrs": list(ad.addrs),
+        "profile": ad.profile,
+        "emulated": ad.emulated,
+        "arch": hw.arch,
+        "os": hw.os,
+        "cpu_model": hw.cpu_model,
+        "cpu_cores": hw.cpu_cores,
+        "ram_total": hw.ram_total,
+        "ram_free": hw.ram_free,
+        "accelerators": list(hw.accelerators),
+        "battery_percent": hw.battery_percent,
+        "on_battery": hw.on_battery,
+        "models": [{k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(m).items()} for m in ad.models],
+        "load": ad.load,
+        "tags": list(ad.tags),
+        "price_per_1k_tokens": ad.price_per_1k_tokens,
+        "seq": ad.seq,
+        "last_seen": entry.last_seen,
+        "age_s": round(now - entry.last_seen, 3),
+        "rtt_ms": None if entry.rtt_ms is None else round(entry.rtt_ms, 3),
+    }
+
+
+class Node:
+    """A meshagent node for one data dir. ``await node.run()`` runs it until :meth:`leave`."""
+
+    def __init__(
+        self,
+        config: Config,
+        data_dir: Path,
+        *,
+        on_ready: Callable[[Node], None] | None = None,
+        handle_signals: bool = False,
+    ) -> None:
+        self.config = config
+        self.data_dir = data_dir
+        self._on_ready = on_ready
+        self._handle_signals = handle_signals
+        self._fatal: MeshError | None = None
+        self._leave = trio.Event()
+        self.identity: Identity | None = None
+        self.host: MeshHost | None = None
+        self.membership: Membership | None = None
+        self.models: Callable[[], tuple[ModelAd, ...]] = lambda: ()
+        self.load: Callable[[], int] = lambda: 0
+        self.started_monotonic = 0.0
+
+    # --- adverts -------------------------------------------------------------
+
+    def _hardware(self) -> Hardware:
+        real = probe_hardware()
+        profile = self.config.node.profile
+        return emulate_profile(real, profile) if profile else real
+
+    def build_advert(self, seq: int, now: float, instance: bytes, started_at: float) -> Advert:
+        assert self.identity is not None and self.host is not None
+        node = self.config.node
+        return Advert(
+            peer_id=self.identity.peer_id,
+            seq=seq,
+            issued_at=now,
+            expires_at=now + node.advert_ttl_s,
+            name=node.name or platform.node(),
+            addrs=self.host.addrs,
+            hardware=self._hardware(),
+            sealing_key=self.identity.sealing_public,
+            sealing_key_sig=self.identity.sealing_binding,
+            instance=instance,
+            started_at=started_at,
+            profile=node.profile,
+            emulated=bool(node.profile),
+            models=self.models(),
+            load=self.load(),
+            tags=node.tags,
+            price_per_1k_tokens=node.price_per_1k_tokens,
+            extra={"version": __version__},
+        )
+
+    # --- control API -----------------------------------------------------------
+
+    async def _op_status(self, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        assert self.identity and self.host and self.membership
+        own = self.membership.own_advert
+        from meshagent.protocol.advert import decode_advert
+
+        advert = decode_advert(own, now=time.time())
+        return {
+            "peer_id": self.identity.peer_id,
+            "name": advert.name,
+            "addrs": list(self.host.p2p_addrs),
+            "profile": self.config.node.profile,
+            "uptime_s": round(trio.current_time() - self.started_monotonic, 3),
+            "data_dir": str(self.data_dir),
+            "version": __version__,
+            "peers": len(self.membership.table),
+            "connected": len(self.host.connected_peers()),
+            "adverts_dropped": self.membership.dropped,
+            "advert": peer_summary(PeerEntry(advert, advert.issued_at, advert.issued_at), advert.issued_at),
+        }
+
+    async def _op_peers(self, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        assert self.membership
+        now = time.time()
+        peers = [peer_summary(e, now) for e in self.membership.table.values()]
+        peers.sort(key=lambda p: (p["name"], p["peer_id"]))
+        return {"peers": peers}
+
+    async def _op_leave(self, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        self.leave()
+        return {"leaving": True}
+
+    def leave(self) -> None:
+        """Stop the node cleanly (goodbyes are sent on the way out)."""
+        self._leave.set()
+
+    def _stop_with(self, error: MeshError) -> None:
+        log.error("%s", error)
+        self._fatal = error
+        self._leave.set()
+
+    # --- running ---------------------------------------------------------------
+
+    async def _watch_signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.info("received %s: leaving", signal.Signals(signum).name)
+                self.leave()
+
+    async def run(self, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
+        ensure_private_dir(self.data_dir)
+        with DataDirLock(self.data_dir):
+            self.identity = load_or_create_identity(self.data_dir)
+            self.started_monotonic = trio.current_time()
+            async with open_host(self.identity, self.config.net.listen, interface=self.config.net.interface) as host:
+                self.host = host
+                self.membership = Membership(self.identity, self.build_advert, on_duplicate=self._stop_with)
+                control = ControlServer(
+                    self.data_dir,
+                    {"status": self._op_status, "peers": self._op_peers, "leave": self._op_leave},
+                )
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(control.run)
+                    await nursery.start(MeshService(host, self.membership, self.config).run)
+                    if self._handle_signals:
+                        nursery.start_soon(self._watch_signals)
+                    if self._on_ready is not None:
+                        self._on_ready(self)
+                    task_status.started(self)
+                    await self._leave.wait()
+                    nursery.cancel_scope.cancel()
+        if self._fatal is not None:
+            raise self._fatal
