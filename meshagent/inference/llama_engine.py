@@ -181,6 +181,29 @@ class LlamaEngine:
         )
 
     @property
+    def n_ctx(self) -> int:
+        return self._n_ctx
+
+    @property
+    def vocab_size(self) -> int:
+        with self._lock:
+            self._loaded()
+            assert self._model is not None
+            return self._model.n_vocab
+
+    def context_state_bytes(self) -> int:
+        """Bytes of the whole context's state: every session's KV, shared cells counted once."""
+        with self._lock:
+            return self._loaded().state_size()
+
+    def session_state_bytes(self, session: SessionId) -> int:
+        """Bytes of one session's KV state (what :meth:`export_kv` would carry, less its header)."""
+        with self._lock:
+            ctx = self._loaded()
+            s = self._get(session)
+            return ctx.seq_state_size(s.seq) if s.seq is not None else 0
+
+    @property
     def throughput(self) -> Throughput | None:
         return self._throughput
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from meshagent.errors import ModelError
 
-__all__ = ["TinyModelSpec", "make_tiny_model", "ensure_tiny_model", "tiny_model_filename", "TINY_VOCAB_SIZE"]
+__all__ = ["TinyModelSpec", "make_tiny_model", "ensure_tiny_model", "tiny_model_filename", "model_or_tiny", "TINY_VOCAB_SIZE"]
 
 log = logging.getLogger(__name__)
 
@@ -161,3 +161,12 @@ def ensure_tiny_model(directory: Path, spec: TinyModelSpec = TinyModelSpec()) ->
     if not path.is_file():
         make_tiny_model(path, spec)
     return path
+
+
+def model_or_tiny(path: Path | None) -> Path:
+    """``path`` if given, else the default tiny model in the user's cache (generated once)."""
+    if path is not None:
+        return Path(path)
+    from meshagent.config import default_data_dir
+
+    return ensure_tiny_model(default_data_dir() / "cache" / "models")
