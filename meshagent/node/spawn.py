@@ -1,4 +1,9 @@
-"""Run real ``meshagent join`` processes for end-to-end tests."""
+"""Start real ``meshagent join`` processes on this machine.
+
+Used by ``meshagent demo``, the benchmarks and the end-to-end tests: each node
+is a separate process with its own data dir, listening on loopback, exactly
+as a person would start it.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +14,21 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from meshagent.node.control import call
+
+T = TypeVar("T")
+
+__all__ = ["NodeProcess", "wait_for"]
 
 
 class NodeProcess:
     """One ``meshagent join`` process with its own data dir, on loopback."""
 
     def __init__(self, data_dir: Path, *args: str, name: str = "", env: dict[str, str] | None = None) -> None:
+        """``args`` are extra ``meshagent join`` flags (``--profile``, ``--bootstrap``, ...)."""
         self.data_dir = data_dir
         self.name = name or data_dir.name
         self.args = args
@@ -28,14 +39,23 @@ class NodeProcess:
         self.log = data_dir.parent / f"{data_dir.name}.log"
 
     def start(self, timeout: float = 30.0) -> NodeProcess:
+        """Launch the process and wait until it prints its ready line."""
+        return self.launch().wait_ready(timeout)
+
+    def launch(self) -> NodeProcess:
+        """Launch the process without waiting (see :meth:`wait_ready`)."""
         cmd = [
             sys.executable, "-m", "meshagent", "join", "--json", "--data-dir", str(self.data_dir),
             "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--name", self.name, *self.args,
         ]
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, **(self.env or {}))
         self._log = open(self.log, "ab")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log, env=env)
-        assert self.proc.stdout is not None
+        return self
+
+    def wait_ready(self, timeout: float = 30.0) -> NodeProcess:
+        assert self.proc is not None and self.proc.stdout is not None
         deadline = time.monotonic() + timeout
         line = b""
         while time.monotonic() < deadline:
@@ -69,7 +89,7 @@ class NodeProcess:
         return self.proc.returncode if self.proc else None
 
 
-def wait_for(predicate, timeout: float, interval: float = 0.1):  # type: ignore[no-untyped-def]
+def wait_for(predicate: Callable[[], T], timeout: float, interval: float = 0.1) -> tuple[T, float]:
     """Poll ``predicate`` until it returns a truthy value; return it and the time taken."""
     start = time.monotonic()
     while True:

@@ -12,7 +12,7 @@ from meshagent.node.mesh import ADVERT_TOPIC
 from meshagent.protocol import codec, exchange, signed
 from meshagent.protocol.advert import encode_advert
 from meshagent.protocol.exchange import EXCHANGE_PROTOCOL, PeerExchange
-from tests.nodeproc import NodeProcess, wait_for
+from meshagent.node.spawn import NodeProcess, wait_for
 from tests.protocol.conftest import make_advert, make_key
 
 

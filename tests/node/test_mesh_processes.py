@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.nodeproc import NodeProcess, wait_for
+from meshagent.node.spawn import NodeProcess, wait_for
 
 
 @pytest.fixture
