@@ -44,6 +44,7 @@ __all__ = [
     "AgentExit",
     "DivergenceError",
     "JournalError",
+    "CheckpointNotFound",
     "BuildError",
     "InferenceError",
     "ModelError",
@@ -187,6 +188,10 @@ class DivergenceError(AgentError):
 
 class JournalError(AgentError):
     """A journal is corrupt, truncated or forged."""
+
+
+class CheckpointNotFound(AgentError):
+    """A rollback named a checkpoint label the agent never reached on its current path."""
 
 
 class BuildError(MeshError):

@@ -1,0 +1,139 @@
+"""Compiling agent modules: one deterministic wasmtime engine, a content-addressed cache.
+
+The engine is configured for determinism (NaN canonicalisation, deterministic
+relaxed SIMD, no threads) and metering (fuel, a wasm stack limit). Compiled
+modules are cached by the sha256 of the author's bytes in memory and, when a
+cache directory is given, on disk as wasmtime's serialized artefacts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import wasmtime
+
+from meshagent.errors import LinkError, ModuleError
+from meshagent.runtime.instrument import export_mutable_globals
+
+__all__ = ["LoadedModule", "ModuleCache", "engine_for", "sha256_hex", "MAX_MODULE_BYTES"]
+
+log = logging.getLogger(__name__)
+
+MAX_MODULE_BYTES: Final = 64 << 20
+_CACHE_TAG: Final = f"wasmtime{wasmtime.__version__ if hasattr(wasmtime, '__version__') else ''}"
+
+_engines: dict[int, wasmtime.Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def engine_for(stack_bytes: int) -> wasmtime.Engine:
+    """The process-wide engine for a given wasm stack limit (a per-engine setting)."""
+    with _engines_lock:
+        engine = _engines.get(stack_bytes)
+        if engine is None:
+            config = wasmtime.Config()
+            config.consume_fuel = True
+            config.max_wasm_stack = stack_bytes
+            config.cranelift_nan_canonicalization = True
+            config.wasm_relaxed_simd = True
+            config.wasm_relaxed_simd_deterministic = True
+            config.wasm_threads = False
+            config.parallel_compilation = False
+            engine = wasmtime.Engine(config)
+            _engines[stack_bytes] = engine
+        return engine
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedModule:
+    """A compiled, instrumented module and what the runtime needs to know about it."""
+
+    sha256: str
+    wasm: bytes
+    module: wasmtime.Module
+    global_exports: tuple[str, ...] | None
+    """Exported mutable globals for memory images; ``None`` if the module could not be instrumented."""
+    imports: tuple[tuple[str, str], ...]
+    style: str
+    """``command`` (exports ``_start``) or ``reactor`` (entry points called by the node)."""
+
+
+class ModuleCache:
+    """Compile once per content hash; keep compiled code in memory and optionally on disk."""
+
+    def __init__(self, engine: wasmtime.Engine, cache_dir: Path | None = None) -> None:
+        self._engine = engine
+        self._dir = cache_dir
+        self._loaded: dict[str, LoadedModule] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def engine(self) -> wasmtime.Engine:
+        return self._engine
+
+    def get(self, sha256: str) -> LoadedModule | None:
+        with self._lock:
+            return self._loaded.get(sha256)
+
+    def load(self, wasm: bytes, known_imports: frozenset[tuple[str, str]]) -> LoadedModule:
+        if len(wasm) > MAX_MODULE_BYTES:
+            raise ModuleError(f"module of {len(wasm)} bytes is larger than the limit of {MAX_MODULE_BYTES}")
+        sha = sha256_hex(wasm)
+        with self._lock:
+            if (hit := self._loaded.get(sha)) is not None:
+                return hit
+        instrumented, names = export_mutable_globals(wasm)
+        module = self._compile(sha, instrumented)
+        imports = tuple((imp.module, imp.name or "") for imp in module.imports)
+        for imp in module.imports:
+            if not isinstance(imp.type, wasmtime.FuncType):
+                raise ModuleError(
+                    f"the module imports {imp.module}.{imp.name} which is not a function; "
+                    "agents must define their own memory and tables"
+                )
+        missing = [f"{m}.{n}" for m, n in imports if (m, n) not in known_imports]
+        if missing:
+            raise LinkError(
+                f"the module imports {', '.join(missing)}, which meshagent does not provide; "
+                "agents may only import WASI preview 1 and the functions declared in meshagent.h"
+            )
+        exports = {exp.name: exp.type for exp in module.exports}
+        if not isinstance(exports.get("memory"), wasmtime.MemoryType):
+            raise ModuleError("the module does not export its linear memory as 'memory'; build it as a WASI module")
+        style = "command" if isinstance(exports.get("_start"), wasmtime.FuncType) else "reactor"
+        loaded = LoadedModule(sha, wasm, module, names, imports, style)
+        with self._lock:
+            self._loaded[sha] = loaded
+        return loaded
+
+    def _compile(self, sha: str, wasm: bytes) -> wasmtime.Module:
+        path = self._dir / f"{sha}.{_CACHE_TAG}.cwasm" if self._dir else None
+        if path is not None and path.is_file():
+            try:
+                return wasmtime.Module.deserialize_file(self._engine, str(path))
+            except wasmtime.WasmtimeError as exc:
+                log.warning("discarding unusable compiled-module cache %s: %s", path, exc)
+                path.unlink(missing_ok=True)
+        try:
+            module = wasmtime.Module(self._engine, wasm)
+        except wasmtime.WasmtimeError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid module"
+            raise ModuleError(f"not a valid WebAssembly module ({first}); rebuild it with `meshagent build`") from exc
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(".tmp")
+                tmp.write_bytes(bytes(module.serialize()))
+                tmp.replace(path)
+            except OSError as exc:
+                log.warning("cannot write compiled-module cache %s: %s", path, exc)
+        return module

@@ -1,0 +1,586 @@
+"""One agent in a wasmtime sandbox, driven by its journal.
+
+:class:`Agent` owns an agent's truth (journal, rollback counts, labels) and,
+while it runs, one wasmtime ``Store``. Every host call goes through
+:meth:`Agent.call_digest`: while the journal has entries left the call is a
+*replay* (checked, and answered from the journal when the answer came from
+the world); after that it is *live* and appended.
+
+Unwinding the guest (``proc_exit``, rollback, a suspension, an error in a
+host call) never lets a Python exception cross wasmtime: the host function
+stores it, sets the store's fuel to zero so the guest traps at once, and the
+exception is re-raised here. (wasmtime-py keeps the last host exception in a
+process-wide global, which agents on other threads could pick up.) The Store
+is discarded after every trap.
+
+All methods block; the supervisor runs agents on worker threads.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Protocol, TypeAlias
+
+import wasmtime
+
+from meshagent.config import SandboxLimits
+from meshagent.errors import (
+    AgentError,
+    AgentExit,
+    AgentTrap,
+    CpuLimitExceeded,
+    DivergenceError,
+    JournalError,
+    LinkError,
+    MemoryLimitExceeded,
+    MeshError,
+    ModuleError,
+    StackLimitExceeded,
+)
+from meshagent.protocol import codec
+from meshagent.runtime.guest_memory import GuestMemory
+from meshagent.runtime.host_state import HostState
+from meshagent.runtime.ids import new_agent_id
+from meshagent.runtime.journal import Entry, Journal, digest
+from meshagent.runtime.mesh_abi import MESH_NAMES, Rollback, mesh_functions
+from meshagent.runtime.modules import LoadedModule, ModuleCache
+from meshagent.runtime.outcome import Outcome
+from meshagent.runtime.services import HostServices, NoServices, Suspend
+from meshagent.runtime.snapshot import MemoryImage, AgentSnapshot
+from meshagent.runtime.wasi import WASI_NAMES, func_type, wasi_functions
+
+__all__ = ["Agent", "AgentHooks", "StandaloneHooks", "HostCalls", "KNOWN_IMPORTS"]
+
+log = logging.getLogger(__name__)
+
+KNOWN_IMPORTS = WASI_NAMES | MESH_NAMES
+
+
+class _Migrate(Exception):
+    """--verify-replay: abandon this instance and continue from a restored snapshot."""
+
+
+class AgentHooks(Protocol):
+    """What an agent needs from its supervisor (forks, joins, persistence)."""
+
+    def spawn(self, parent: Agent, children: Sequence[AgentSnapshot]) -> None: ...
+
+    def join(self, parent: Agent, child_id: str) -> bytes:
+        """Block until the child ends; return its stdout. May raise :class:`Suspend`."""
+        ...
+
+    def entry_added(self, agent: Agent, index: int, entry: Entry) -> None: ...
+
+    def truncated(self, agent: Agent, length: int) -> None: ...
+
+
+class StandaloneHooks:
+    """Hooks for an agent run without a supervisor: forks and joins are refused."""
+
+    def spawn(self, parent: Agent, children: Sequence[AgentSnapshot]) -> None:
+        raise AgentError("mesh_fork needs an agent manager (run the agent through AgentManager or `meshagent run`)")
+
+    def join(self, parent: Agent, child_id: str) -> bytes:
+        raise AgentError("mesh_join needs an agent manager")
+
+    def entry_added(self, agent: Agent, index: int, entry: Entry) -> None:
+        return None
+
+    def truncated(self, agent: Agent, length: int) -> None:
+        return None
+
+
+class Agent:
+    """An agent: its journal and, while it runs, its sandbox."""
+
+    def __init__(
+        self,
+        snapshot: AgentSnapshot,
+        *,
+        modules: ModuleCache,
+        services: HostServices | None = None,
+        limits: SandboxLimits | None = None,
+        hooks: AgentHooks | None = None,
+        loaded: LoadedModule | None = None,
+        verify_replay: bool = False,
+    ) -> None:
+        self.limits = limits or SandboxLimits()
+        self.services: HostServices = services or NoServices()
+        self._hooks: AgentHooks = hooks or StandaloneHooks()
+        self._modules = modules
+        self._verify = verify_replay
+        if loaded is None:
+            loaded = modules.get(snapshot.module_sha256)
+            if loaded is None:
+                if snapshot.module is None:
+                    raise ModuleError(f"module {snapshot.module_sha256[:16]}… is not available on this node")
+                loaded = modules.load(snapshot.module, KNOWN_IMPORTS)
+        if loaded.sha256 != snapshot.module_sha256:
+            raise JournalError("the snapshot names another module than the one given")
+        self.loaded = loaded
+        self._load(snapshot)
+        self.suspend_at: int | None = None
+        """Suspend before the live host call that would make the journal this long (tests, benchmarks)."""
+        self.replays = 0
+        self._suspend_reason: str | None = None
+        self._rollback_request: Rollback | None = None
+        self._pending: BaseException | None = None
+        self._caller: wasmtime.Caller | None = None
+        self._store: wasmtime.Store | None = None
+        self._instance: wasmtime.Instance | None = None
+        self._memory: wasmtime.Memory | None = None
+        self._in_guest = False
+        self._replaying = False
+        self._lock = threading.Lock()
+        table = {**{("wasi_snapshot_preview1", k): v for k, v in wasi_functions(self).items()},
+                 **{("mesh", k): v for k, v in mesh_functions(self).items()}}
+        self._functions = table
+
+    # --- state -----------------------------------------------------------
+
+    def _load(self, snap: AgentSnapshot) -> None:
+        self.agent_id = snap.agent_id
+        self.parent_id = snap.parent_id
+        self.argv = snap.args
+        self.env = snap.env
+        self.vfs = snap.vfs
+        self.journal = Journal(list(snap.journal), limit=self.limits.journal_bytes)
+        self.image = snap.image
+        self.rollbacks = dict(snap.rollbacks)
+        self.labels = dict(snap.labels)
+        self.status = snap.status
+        self.exit_code = snap.exit_code
+        self.error_text = snap.error
+        self.state = HostState()
+        self._pos = 0
+
+    @property
+    def position(self) -> int:
+        return self._pos
+
+    @property
+    def style(self) -> str:
+        return self.loaded.style
+
+    def snapshot(self, *, include_module: bool = True, capture_image: bool = True) -> AgentSnapshot:
+        """The agent as a snapshot. Safe from another thread (it then holds no new image)."""
+        image = self.image
+        if capture_image and self._can_capture():
+            image = self._capture()
+            self.image = image
+        entries = list(self.journal)
+        if image is not None and image.position > len(entries):
+            image = None
+        return AgentSnapshot(
+            agent_id=self.agent_id,
+            parent_id=self.parent_id,
+            module_sha256=self.loaded.sha256,
+            module=self.loaded.wasm if include_module else None,
+            journal=Journal(entries, limit=self.limits.journal_bytes),
+            args=self.argv,
+            env=self.env,
+            vfs=self.vfs,
+            image=image,
+            rollbacks=dict(self.rollbacks),
+            labels=dict(self.labels),
+            status=self.status,
+            exit_code=self.exit_code,
+            error=self.error_text,
+        )
+
+    def request_suspend(self, reason: str = "suspended by the node") -> None:
+        """Stop at the next host call (thread-safe); ``run`` then returns a suspended outcome."""
+        self._suspend_reason = reason
+
+    @property
+    def suspend_requested(self) -> bool:
+        return self._suspend_reason is not None
+
+    def add_label(self, label: str) -> int:
+        """An outside checkpoint at the current end of the journal; returns its position."""
+        position = len(self.journal)
+        self.labels[label] = position
+        return position
+
+    def find_label(self, label: str) -> int:
+        raw = label.encode()
+        for index in range(len(self.journal) - 1, -1, -1):
+            entry = self.journal[index]
+            if entry.name == "checkpoint" and entry.data == raw:
+                return index
+        if label in self.labels:
+            return self.labels[label]
+        from meshagent.errors import CheckpointNotFound
+
+        raise CheckpointNotFound(f"agent {self.agent_id} has no checkpoint labelled {label!r}")
+
+    def request_rollback(self, label: str) -> int:
+        """Roll back to ``label`` at the next host call (or now if the agent is not running)."""
+        position = self.find_label(label)
+        request = Rollback(label, position)
+        if self.status == "running":
+            self._rollback_request = request
+        else:
+            self._apply_rollback(request)
+            self.status, self.exit_code, self.error_text = "ready", None, None
+        return position
+
+    # --- the host-call journal (used by wasi.py and mesh_abi.py) ----------
+
+    def mem(self) -> GuestMemory:
+        assert self._memory is not None and self._caller is not None
+        return GuestMemory(self._memory, self._caller)
+
+    def call(self, name: str, parts: tuple[bytes | int | str, ...], live: Callable[[], tuple[int, bytes | None]],
+             *, nondet: bool = False) -> tuple[int, bytes | None]:
+        return self.call_digest(name, digest(name, *parts), live, nondet=nondet)
+
+    def call_digest(self, name: str, dig: bytes, live: Callable[[], tuple[int, bytes | None]],
+                    *, nondet: bool = False) -> tuple[int, bytes | None]:
+        pos = self._pos
+        if pos < len(self.journal):
+            entry = self.journal[pos]
+            if entry.name != name or entry.digest != dig:
+                what = "with other arguments" if entry.name == name else f"but the journal recorded {entry.name}"
+                raise DivergenceError(
+                    f"replay of agent {self.agent_id} diverged at journal entry {pos}: the agent called {name} "
+                    f"{what}; the module, its inputs or the journal differ from the recorded run"
+                )
+            self._pos = pos + 1
+            if nondet:
+                return (entry.ret if entry.ret is not None else 0), entry.data
+            self._replaying = True
+            try:
+                ret, data = live()
+            finally:
+                self._replaying = False
+            if ret != entry.ret:
+                raise DivergenceError(
+                    f"replay of agent {self.agent_id} diverged at journal entry {pos}: {name} returned {ret} "
+                    f"but the journal recorded {entry.ret}"
+                )
+            return ret, data
+        self._before_live()
+        ret, data = live()
+        entry = Entry(name, dig, ret, data if nondet else None)
+        self.journal.append(entry)
+        self._pos = pos + 1
+        self._hooks.entry_added(self, pos, entry)
+        if self._verify and name != "proc_exit":
+            raise _Migrate()
+        return ret, data
+
+    def _before_live(self) -> None:
+        if self._suspend_reason is not None:
+            raise Suspend(self._suspend_reason)
+        if self.suspend_at is not None and len(self.journal) >= self.suspend_at:
+            self.suspend_at = None
+            raise Suspend(f"suspended at host call {len(self.journal)} as requested")
+        if self._rollback_request is not None:
+            request, self._rollback_request = self._rollback_request, None
+            raise request
+
+    def spawn_children(self, dig: bytes, n: int) -> list[str]:
+        base = self.snapshot(include_module=False, capture_image=False)
+        ids = [new_agent_id() for _ in range(n)]
+        children = [
+            replace(
+                base,
+                agent_id=child,
+                parent_id=self.agent_id,
+                journal=Journal([*base.journal, Entry("fork", dig, i, None)], limit=self.limits.journal_bytes),
+                status="ready",
+                exit_code=None,
+                error=None,
+            )
+            for i, child in enumerate(ids)
+        ]
+        self._hooks.spawn(self, children)
+        self.services.fork(self.agent_id, ids)
+        return list(ids)
+
+    def join_child(self, child_id: str) -> bytes:
+        return self._hooks.join(self, child_id)
+
+    def agent_log(self, level: str, text: str) -> None:
+        line = f"[{level}] {text}\n".encode()
+        if len(self.state.stdout) + len(self.state.stderr) + len(line) <= self.limits.output_bytes:
+            self.state.stderr.extend(line)
+        if not self._replaying:
+            log.info("agent %s: [%s] %s", self.agent_id, level, text)
+
+    # --- running -----------------------------------------------------------
+
+    def run(self, entry: str | None = None) -> Outcome:
+        """Run to the end (command: ``_start``; reactor: ``_initialize`` then ``entry``), or until suspended."""
+        self.status = "running"
+        plan = [name for name in ("_initialize",) if name in self._exports()] + ([entry] if entry else [])
+        while True:
+            try:
+                if self._instance is None:
+                    self._instantiate()
+                if self.style == "command":
+                    self._invoke_guest("_start")
+                    return self._end("exited", 0, None)
+                done = sum(1 for e in self.journal if e.name == "@invoke")
+                result: int | float | None = 0
+                for name in plan[done:]:
+                    result = self._invoke_live(name, ())
+                return self._end("exited", result if isinstance(result, int) else 0, None)
+            except AgentExit as exc:
+                return self._end("exited", exc.code, None)
+            except Rollback as rb:
+                self._apply_rollback(rb)
+            except _Migrate:
+                self._migrate()
+            except Suspend as exc:
+                self._discard()
+                self.status = "suspended"
+                log.info("agent %s suspended after %d host calls: %s", self.agent_id, len(self.journal), exc.reason)
+                return self.outcome()
+            except MeshError as exc:
+                return self._end("failed", None, exc)
+            except Exception as exc:  # a bug in a host service must not take the node down
+                log.exception("agent %s: host failure", self.agent_id)
+                return self._end("failed", None, AgentError(f"host failure while running the agent: {exc!r}"))
+
+    def invoke(self, export: str, *args: int) -> int | float | None:
+        """Reactor agents: call one exported entry point (journaled as ``@invoke``)."""
+        first = True
+        while True:
+            try:
+                if self._instance is None:
+                    self._instantiate()
+                if first:
+                    first = False
+                    return self._invoke_live(export, args)
+                return self._last_result
+            except Rollback as rb:
+                self._apply_rollback(rb)
+            except _Migrate:
+                self._migrate()
+
+    def _invoke_live(self, export: str, args: tuple[int, ...]) -> int | float | None:
+        if export not in self._exports():
+            raise ModuleError(f"the agent exports no function {export!r}")
+        wire = codec.encode([export, list(args)])
+        self.call_digest("@invoke", digest("@invoke", wire), lambda: (0, wire), nondet=True)
+        return self._invoke_guest(export, *args)
+
+    def outcome(self) -> Outcome:
+        return Outcome(
+            agent_id=self.agent_id,
+            parent_id=self.parent_id,
+            status=self.status,
+            exit_code=self.exit_code,
+            stdout=bytes(self.state.stdout),
+            stderr=bytes(self.state.stderr),
+            host_calls=len(self.journal),
+            error=self._error,
+            error_text=self.error_text,
+        )
+
+    _error: MeshError | None = None
+    _last_result: int | float | None = None
+
+    def _end(self, status: str, code: int | None, error: MeshError | None) -> Outcome:
+        if self._store is not None and self.style == "command":
+            self._discard()
+        self.status, self.exit_code, self._error = status, code, error
+        self.error_text = f"{type(error).__name__}: {error}" if error is not None else None
+        if error is not None:
+            log.info("agent %s failed: %s", self.agent_id, self.error_text)
+        return self.outcome()
+
+    def _apply_rollback(self, rb: Rollback) -> None:
+        self._discard()
+        self.rollbacks[rb.label] = self.rollbacks.get(rb.label, 0) + 1
+        self.journal.truncate(rb.position)
+        self.labels = {k: v for k, v in self.labels.items() if v <= rb.position}
+        if self.image is not None and self.image.position > rb.position:
+            self.image = None
+        self._hooks.truncated(self, rb.position)
+        log.debug("agent %s rolled back to %r (journal %d)", self.agent_id, rb.label, rb.position)
+
+    def _migrate(self) -> None:
+        self._discard()
+        data = self.snapshot(include_module=False, capture_image=False).to_bytes()
+        status = self.status
+        self._load(AgentSnapshot.from_bytes(data, journal_limit=self.limits.journal_bytes))
+        self.status = status
+        self.replays += 1
+
+    # --- the sandbox ---------------------------------------------------------
+
+    def _exports(self) -> set[str]:
+        return {e.name for e in self.loaded.module.exports}
+
+    def _discard(self) -> None:
+        self._store = self._instance = self._memory = None
+        self._in_guest = False
+
+    def _instantiate(self) -> None:
+        """Fresh Store and instance; restore the image; replay reactor invocations."""
+        self._discard()
+        engine = self._modules.engine
+        store = wasmtime.Store(engine)
+        store.set_limits(memory_size=self.limits.memory_bytes, table_elements=self.limits.table_elements,
+                         instances=2, tables=4, memories=2)
+        store.set_fuel(self.limits.fuel)
+        linker = wasmtime.Linker(engine)
+        for module, name in self.loaded.imports:
+            found = self._functions.get((module, name))
+            if found is None:
+                raise LinkError(f"the module imports {module}.{name}, which meshagent does not provide")
+            sig, fn = found
+            linker.define_func(module, name, func_type(sig), self._wrap(fn, sig.endswith("i")), access_caller=True)
+        try:
+            instance = linker.instantiate(store, self.loaded.module)
+        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            if "limit" in text or "memory" in text and "exceed" in text:
+                raise MemoryLimitExceeded(f"the agent needs more memory than its limit of {self.limits.memory_bytes} bytes at start ({text})") from exc
+            raise ModuleError(f"cannot instantiate the agent: {text}") from exc
+        memory = instance.exports(store)["memory"]
+        assert isinstance(memory, wasmtime.Memory)
+        self._store, self._instance, self._memory = store, instance, memory
+        self._pos = 0
+        self.state = HostState()
+        if self.image is not None:
+            self._restore_image(self.image)
+        if self.style == "reactor":
+            self._replay_invocations()
+
+    def _restore_image(self, image: MemoryImage) -> None:
+        assert self._store is not None and self._memory is not None and self._instance is not None
+        store, memory = self._store, self._memory
+        size = memory.data_len(store)
+        if image.memory_size < size:
+            raise JournalError("the memory image is smaller than the module's initial memory")
+        if image.memory_size > size:
+            page = 1 << 16
+            try:
+                memory.grow(store, (image.memory_size - size) // page)
+            except wasmtime.WasmtimeError as exc:
+                raise MemoryLimitExceeded(f"the memory image ({image.memory_size} bytes) exceeds this node's memory limit") from exc
+        base = ctypes.addressof(memory.data_ptr(store).contents)
+        ctypes.memset(base, 0, image.memory_size)
+        for index, data in image.pages:
+            ctypes.memmove(base + index * (1 << 16), data, len(data))
+        exports = self._instance.exports(store)
+        known = self.loaded.global_exports or ()
+        for name, value in image.globals:
+            glob = exports[name] if name in known else None
+            if not isinstance(glob, wasmtime.Global):
+                raise JournalError(f"the memory image sets a global {name!r} that the module does not have")
+            glob.set_value(store, value)
+        self._pos = image.position
+        self.state = HostState.from_wire(image.host.to_wire())
+
+    def _replay_invocations(self) -> None:
+        while self._pos < len(self.journal):
+            entry = self.journal[self._pos]
+            if entry.name != "@invoke" or entry.data is None:
+                raise DivergenceError(
+                    f"replay of agent {self.agent_id} diverged at journal entry {self._pos}: expected an entry-point "
+                    f"invocation, found {entry.name}"
+                )
+            raw = codec.decode(entry.data, max_depth=3)
+            if not (isinstance(raw, list) and len(raw) == 2 and isinstance(raw[0], str) and isinstance(raw[1], list)):
+                raise JournalError(f"journal entry {self._pos} is not a valid invocation")
+            self._pos += 1
+            self._last_result = self._invoke_guest(raw[0], *raw[1])
+
+    def _can_capture(self) -> bool:
+        return (self._instance is not None and not self._in_guest and self._pos == len(self.journal)
+                and self.style == "reactor" and self.loaded.global_exports is not None)
+
+    def _capture(self) -> MemoryImage:
+        assert self._store is not None and self._memory is not None and self._instance is not None
+        store = self._store
+        size = self._memory.data_len(store)
+        raw = ctypes.string_at(ctypes.addressof(self._memory.data_ptr(store).contents), size)
+        exports = self._instance.exports(store)
+        values: list[tuple[str, int | float]] = []
+        for name in self.loaded.global_exports or ():
+            glob = exports[name]
+            assert isinstance(glob, wasmtime.Global)
+            values.append((name, glob.value(store)))
+        return MemoryImage.capture(self._pos, raw, tuple(values), self.state)
+
+    def _wrap(self, fn: Callable[..., int | None], returns: bool) -> Callable[..., int | None]:
+        default = 0 if returns else None
+
+        def host(caller: wasmtime.Caller, *args: int) -> int | None:
+            if self._pending is not None:
+                return default
+            self._caller = caller
+            try:
+                return fn(*args)
+            except BaseException as exc:  # unwound below; never crosses wasmtime
+                self._pending = exc
+                try:
+                    wasmtime.Store.set_fuel(caller, 0)  # type: ignore[arg-type]
+                except wasmtime.WasmtimeError:
+                    pass
+                return default
+            finally:
+                self._caller = None
+
+        return host
+
+    def _invoke_guest(self, export: str, *args: int) -> int | float | None:
+        assert self._store is not None and self._instance is not None
+        func = self._instance.exports(self._store)[export]
+        if not isinstance(func, wasmtime.Func):
+            raise ModuleError(f"the agent's export {export!r} is not a function")
+        self._in_guest = True
+        try:
+            result = func(self._store, *args)
+        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+            self._in_guest = False
+            pending, self._pending = self._pending, None
+            if pending is not None:
+                self._discard()
+                raise pending from None
+            error = self._map_trap(exc)
+            self._discard()
+            raise error from exc
+        finally:
+            self._in_guest = False
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            self._discard()
+            raise pending
+        return result  # type: ignore[no-any-return]
+
+    def _map_trap(self, exc: Exception) -> MeshError:
+        code = getattr(exc, "trap_code", None)
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        at_limit = False
+        if self._memory is not None and self._store is not None:
+            at_limit = self._memory.data_len(self._store) + (1 << 16) > self.limits.memory_bytes
+        mib = self.limits.memory_bytes >> 20
+        if code == wasmtime.TrapCode.STACK_OVERFLOW:
+            return StackLimitExceeded(
+                f"the agent overflowed its wasm stack of {self.limits.stack_bytes} bytes (unbounded recursion?); "
+                "raise sandbox.stack_bytes if it really needs a deeper stack"
+            )
+        if at_limit:
+            return MemoryLimitExceeded(
+                f"the agent reached its memory limit of {mib} MiB and then stopped ({text}); "
+                "raise sandbox.memory_bytes or make the agent use less memory"
+            )
+        if code == wasmtime.TrapCode.OUT_OF_FUEL:
+            return CpuLimitExceeded(
+                f"the agent used its whole CPU budget of {self.limits.fuel} fuel units (an infinite loop?); "
+                "raise sandbox.fuel if it needs more"
+            )
+        return AgentTrap(f"the agent trapped: {text}")
+
+
+HostCalls: TypeAlias = Agent

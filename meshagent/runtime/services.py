@@ -1,0 +1,187 @@
+"""What the host offers an agent beyond WASI: the LLM, embeddings and tools.
+
+The runtime never talks to an engine directly. The node injects an object
+implementing :class:`HostServices`; :class:`EngineServices` adapts the
+inference engine protocols (:class:`~meshagent.inference.engine.LlmEngine`,
+:class:`~meshagent.inference.engine.Embedder`) to it.
+
+A service may raise :class:`Suspend` instead of answering: the agent then
+stops *before* that host call is journaled, its snapshot is complete, and the
+node can resume it anywhere (for example on the peer that won the auction for
+this LLM step) — the call is made live there.
+
+All methods are blocking; they run on the agent's worker thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Final, Protocol, runtime_checkable
+
+from meshagent.errors import InferenceError, MeshError
+from meshagent.inference.engine import Embedder, GenerateOptions, LlmEngine, SessionId
+
+__all__ = [
+    "PRIVACY_CLASSES",
+    "LlmOptions",
+    "parse_llm_options",
+    "Suspend",
+    "HostServices",
+    "EngineServices",
+    "NoServices",
+]
+
+log = logging.getLogger(__name__)
+
+PRIVACY_CLASSES: Final = ("private", "lan", "any")
+
+
+class Suspend(Exception):
+    """Raised by a host service (or the node) to stop an agent at a host call.
+
+    Not an error: the agent's journal ends just before the call, so a snapshot
+    taken now resumes by replay and then makes the call live, wherever it runs.
+    """
+
+    def __init__(self, reason: str = "suspended") -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class LlmOptions:
+    """Options of the agent's next ``mesh_llm`` calls (set by ``mesh_llm_options``)."""
+
+    model: str = ""
+    """Model name or tag the step needs; empty = any model the node holds."""
+    max_tokens: int = 64
+    temperature: float = 0.0
+    seed: int = 0
+    privacy: str = "any"
+    """``private`` (owner's devices only), ``lan`` or ``any``."""
+
+    def to_wire(self) -> list[object]:
+        return [self.model, self.max_tokens, self.temperature, self.seed, self.privacy]
+
+    @classmethod
+    def from_wire(cls, raw: object) -> LlmOptions:
+        model, max_tokens, temperature, seed, privacy = raw  # type: ignore[misc]
+        if not (isinstance(model, str) and isinstance(max_tokens, int) and isinstance(temperature, (int, float))
+                and isinstance(seed, int) and privacy in PRIVACY_CLASSES):
+            raise ValueError("invalid llm options")
+        return cls(model, max_tokens, float(temperature), seed, str(privacy))
+
+
+def parse_llm_options(text: str, base: LlmOptions) -> LlmOptions | None:
+    """Parse ``key=value`` pairs separated by ``;``, ``,`` or newlines; ``None`` if invalid.
+
+    Keys: ``model``, ``max_tokens`` (1..65536), ``temperature`` (0..2),
+    ``seed``, ``privacy`` (private | lan | any). Unset keys keep their value;
+    an empty string resets to the defaults.
+    """
+    if not text.strip():
+        return LlmOptions()
+    options = base
+    for item in text.replace("\n", ";").replace(",", ";").split(";"):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep:
+            return None
+        try:
+            match key:
+                case "model":
+                    options = replace(options, model=value)
+                case "max_tokens":
+                    n = int(value)
+                    if not 1 <= n <= 65536:
+                        return None
+                    options = replace(options, max_tokens=n)
+                case "temperature":
+                    t = float(value)
+                    if not (math.isfinite(t) and 0.0 <= t <= 2.0):
+                        return None
+                    options = replace(options, temperature=t)
+                case "seed":
+                    options = replace(options, seed=int(value))
+                case "privacy":
+                    if value not in PRIVACY_CLASSES:
+                        return None
+                    options = replace(options, privacy=value)
+                case _:
+                    return None
+        except ValueError:
+            return None
+    return options
+
+
+@runtime_checkable
+class HostServices(Protocol):
+    """Blocking services behind the ``mesh`` imports. Raise :class:`Suspend` to migrate."""
+
+    def llm(self, agent_id: str, prompt: str, options: LlmOptions) -> str: ...
+
+    def embed(self, agent_id: str, text: str) -> Sequence[float]: ...
+
+    def tool(self, agent_id: str, name: str, args: bytes) -> bytes: ...
+
+    def fork(self, parent_id: str, child_ids: Sequence[str]) -> None:
+        """The agent forked: children continue the parent's conversation (share its KV prefix)."""
+        ...
+
+
+class NoServices:
+    """Services of a node with no engine: every LLM, embed or tool call fails clearly."""
+
+    def llm(self, agent_id: str, prompt: str, options: LlmOptions) -> str:
+        raise InferenceError("this node has no LLM engine loaded; start the node with a model or run the agent on a node that has one")
+
+    def embed(self, agent_id: str, text: str) -> Sequence[float]:
+        raise InferenceError("this node has no embedding model loaded")
+
+    def tool(self, agent_id: str, name: str, args: bytes) -> bytes:
+        raise MeshError(f"no tool named {name!r} is installed on this node")
+
+    def fork(self, parent_id: str, child_ids: Sequence[str]) -> None:
+        return None
+
+
+class EngineServices:
+    """Adapter: :class:`HostServices` backed by an ``LlmEngine`` (and optional ``Embedder``).
+
+    Each agent is one engine session (its id), so consecutive ``mesh_llm`` calls
+    continue one conversation and a fork copies the KV prefix.
+    """
+
+    def __init__(self, engine: LlmEngine, embedder: Embedder | None = None) -> None:
+        self._engine = engine
+        self._embedder = embedder
+
+    def llm(self, agent_id: str, prompt: str, options: LlmOptions) -> str:
+        want = options.model
+        info = self._engine.info
+        if want and want != info.name and want not in info.tags:
+            # The node's placement layer may catch this and move the step elsewhere.
+            raise Suspend(f"the step needs model {want!r}; this engine holds {info.name!r}")
+        generation = self._engine.generate(
+            SessionId(agent_id),
+            prompt,
+            GenerateOptions(max_tokens=options.max_tokens, temperature=options.temperature, seed=options.seed),
+        )
+        return generation.text
+
+    def embed(self, agent_id: str, text: str) -> Sequence[float]:
+        if self._embedder is None:
+            raise InferenceError("this node has no embedding model loaded")
+        return self._embedder.embed([text])[0]
+
+    def tool(self, agent_id: str, name: str, args: bytes) -> bytes:
+        raise MeshError(f"no tool named {name!r} is installed on this node")
+
+    def fork(self, parent_id: str, child_ids: Sequence[str]) -> None:
+        for child in child_ids:
+            self._engine.fork(SessionId(parent_id), SessionId(child))
