@@ -100,6 +100,8 @@ class PeerFound:
 
     ``addrs`` are transport multiaddrs without the ``/p2p/<id>`` suffix,
     e.g. ``/ip4/10.77.0.3/tcp/4737``; dial ``addr + "/p2p/" + peer_id``.
+    mDNS is unauthenticated: anyone on the LAN can claim any peer id, so this
+    is only a hint where to dial — Noise proves the id when connecting.
     """
 
     peer_id: PeerId
@@ -108,7 +110,14 @@ class PeerFound:
 
 @dataclass(frozen=True, slots=True)
 class PeerGone:
-    """A peer said goodbye on mDNS (clean shutdown) or its records expired."""
+    """A peer said goodbye on mDNS (clean shutdown) or its records expired.
+
+    Emitted only when no other live announcement carries the same peer id (a
+    restarted peer is back under a new instance name). Like every mDNS
+    message a goodbye can be forged, so treat it as a hint: drop a peer at
+    once only if it is not otherwise proven alive (an open connection,
+    fresh adverts).
+    """
 
     peer_id: PeerId
 
@@ -466,11 +475,15 @@ class MdnsDiscovery:
                     info = None
                 if inst.generation != generation or state.instances.get(name) is not inst:
                     return  # removed meanwhile
-                if info is not None:
-                    event = self._found(name, info)
-                    if event is not None and event != inst.found:
-                        inst.found = event
-                        await self._emit(event)
+                event = None if info is None else self._found(name, info)
+                if event is not None and event != inst.found:
+                    inst.found = event
+                    await self._emit(event)
+                elif event is None and inst.found is None and not inst.again:
+                    # Never usable: forget it, so junk cannot fill MAX_PEERS.
+                    # A later announcement under this name starts afresh.
+                    del state.instances[name]
+                    return
                 if not inst.again:
                     return
         finally:

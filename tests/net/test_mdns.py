@@ -205,3 +205,55 @@ async def test_run_returns_when_the_receiver_is_closed() -> None:
             await nursery.start(b.run)
             await a.run()  # returns once it has something to report and no one to tell
             nursery.cancel_scope.cancel()
+
+
+async def test_foreign_announcements_are_filtered_and_repaired() -> None:
+    """Junk and our own id are dropped; a py-libp2p-style 0.0.0.0 announcement is repaired."""
+    import socket
+
+    from zeroconf import ServiceInfo, Zeroconf
+
+    from meshagent.net.mdns import SERVICE_TYPE
+
+    a_id, libp2p_id, junk1, junk2 = new_peer_id(), new_peer_id(), new_peer_id(), new_peer_id()
+
+    def info(name: str, text: bytes) -> ServiceInfo:
+        return ServiceInfo(
+            SERVICE_TYPE,
+            f"{name}.{SERVICE_TYPE}",
+            port=40031,
+            properties=text,
+            server=f"{name}.local.",
+            addresses=[socket.inet_aton("127.0.0.1")],
+        )
+
+    foreign = [
+        # py-libp2p 0.8.1: wildcard address, numbered keys, real IP only in the A record
+        info("libp2plike" + "x" * 30, txt(b"dnsaddr=/ip4/0.0.0.0/tcp/40031/p2p/" + libp2p_id.encode())),
+        # claims two identities at once
+        info("junk" + "y" * 30, txt(
+            b"dnsaddr=/ip4/127.0.0.1/tcp/1/p2p/" + junk1.encode(),
+            b"dnsaddr=/ip4/127.0.0.1/tcp/2/p2p/" + junk2.encode(),
+        )),
+        # another process announcing *our* peer id (a copied identity)
+        info("twin" + "z" * 30, txt(b"dnsaddr=/ip4/127.0.0.1/tcp/3/p2p/" + a_id.encode())),
+    ]
+    a_send, a_receive = trio.open_memory_channel[MdnsEvent](math.inf)
+    a = loopback_service(a_id, ["/ip4/127.0.0.1/tcp/40030"], a_send)
+    zc = await trio.to_thread.run_sync(lambda: Zeroconf(interfaces=["127.0.0.1"]))
+    try:
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(a.run)
+                async with trio.open_nursery() as registering:
+                    for service in foreign:
+                        registering.start_soon(trio.to_thread.run_sync, zc.register_service, service)
+                assert await next_about(a_receive, libp2p_id) == PeerFound(libp2p_id, ("/ip4/127.0.0.1/tcp/40031",))
+                # give the other two announcements the same time to (not) show up
+                await trio.sleep(1.0)
+                nursery.cancel_scope.cancel()
+    finally:
+        await trio.to_thread.run_sync(zc.close)
+    a_send.close()
+    reported = {event.peer_id async for event in a_receive}
+    assert not reported & {a_id, junk1, junk2}
