@@ -22,9 +22,13 @@ __all__ = ["register"]
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("models", help="list this node's models, or make the tiny test model")
-    p.add_argument("--data-dir", type=Path, default=None, help="the node's data dir (default: per user; $MESHAGENT_HOME)")
+    p.add_argument(
+        "--data-dir", type=Path, default=None, help="the node's data dir (default: per user; $MESHAGENT_HOME)"
+    )
     p.add_argument("--config", type=Path, help="TOML config file (default: <data dir>/config.toml if present)")
-    p.add_argument("--measure", action="store_true", help="load each LLM and measure its prefill/decode rates if not cached")
+    p.add_argument(
+        "--measure", action="store_true", help="load each LLM and measure its prefill/decode rates if not cached"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_list)
     actions = p.add_subparsers(dest="models_action", metavar="ACTION")
@@ -58,7 +62,19 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(json.dumps({"models": [asdict(i) for i in infos]}))
         return 0
     table = Table(title="models")
-    for col in ("name", "kind", "sha256", "size", "params", "quant", "ctx", "tags", "prefill tok/s", "decode tok/s", "where"):
+    for col in (
+        "name",
+        "kind",
+        "sha256",
+        "size",
+        "params",
+        "quant",
+        "ctx",
+        "tags",
+        "prefill tok/s",
+        "decode tok/s",
+        "where",
+    ):
         table.add_column(col)
     for i in infos:
         table.add_row(

@@ -35,7 +35,9 @@ class CapacityPlan:
     gpu: bool
 
 
-def recommended_capacity(*, cpu_count: int | None = None, gpu: bool | None = None, memory_bytes: int | None = None) -> CapacityPlan:
+def recommended_capacity(
+    *, cpu_count: int | None = None, gpu: bool | None = None, memory_bytes: int | None = None
+) -> CapacityPlan:
     """The limiter sizes for this node (arguments override the probe, for emulated profiles)."""
     cores = cpu_count if cpu_count is not None else (os.cpu_count() or 1)
     if gpu is None:

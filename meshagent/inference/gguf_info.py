@@ -58,7 +58,7 @@ def read_gguf_info(path: Path) -> GgufInfo:
         name = str(_scalar(reader, "general.name") or path.stem)
         ftype = _scalar(reader, "general.file_type")
         try:
-            quant = gguf.LlamaFileType(int(ftype)).name.removeprefix("MOSTLY_") if ftype is not None else ""
+            quant = gguf.LlamaFileType(ftype).name.removeprefix("MOSTLY_") if isinstance(ftype, int) else ""
         except ValueError:
             quant = str(ftype)
         n_ctx = _scalar(reader, f"{arch}.context_length")

@@ -35,7 +35,7 @@ import numpy as np
 
 from meshagent.errors import ContextOverflow, InferenceError, KVStateError
 from meshagent.inference import kvblob
-from meshagent.inference.engine import Generation, GenerateOptions, ModelInfo, SessionId
+from meshagent.inference.engine import GenerateOptions, Generation, ModelInfo, SessionId
 from meshagent.inference.gguf_info import GgufInfo, check_gguf, read_gguf_info
 from meshagent.inference.llama_api import (
     ContextParams,
@@ -336,13 +336,14 @@ class LlamaEngine:
                 t0 = time.perf_counter()
                 logits = self._feed(s, logits=True)
                 t1 = time.perf_counter()
+                out = self._decode_loop(s, logits, options, limit=min(options.max_tokens, ctx.n_ctx - total))
             except InferenceError:
+                # A failed call leaves no trace: the session is as it was before.
                 del s.tokens[history:]
                 if s.seq is not None and s.n_kv > history:
                     ctx.seq_rm(s.seq, history, -1)
                     s.n_kv = history
                 raise
-            out = self._decode_loop(s, logits, options, limit=min(options.max_tokens, ctx.n_ctx - total))
             t2 = time.perf_counter()
             text = b"".join(model.piece(t) for t in out).decode("utf-8", "replace")
             return Generation(
@@ -425,7 +426,9 @@ class LlamaEngine:
                     self._load_blob(s, ctx, blob)
                     return True
                 except KVStateError as exc:
-                    log.warning("refused KV blob for session %r: %s; re-prefilling %d tokens", session, exc, len(tokens))
+                    log.warning(
+                        "refused KV blob for session %r: %s; re-prefilling %d tokens", session, exc, len(tokens)
+                    )
                     self._release(s)
             self._feed(s, logits=False)
             return False
@@ -449,7 +452,9 @@ class LlamaEngine:
                     raise
         if ctx.seq_pos_range(seq) != (0, header.n_tokens - 1):
             ctx.seq_rm(seq)
-            raise KVStateError(f"KV blob restored positions {ctx.seq_pos_range(seq)}, expected 0..{header.n_tokens - 1}")
+            raise KVStateError(
+                f"KV blob restored positions {ctx.seq_pos_range(seq)}, expected 0..{header.n_tokens - 1}"
+            )
         s.n_kv = header.n_tokens
 
 

@@ -210,6 +210,7 @@ class OnnxEmbedder:
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise InferenceError(f"onnxruntime failed: {exc}") from exc
         m = mask[:, :, None].astype(np.float32)
-        pooled = (hidden * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
+        pooled = (np.asarray(hidden, dtype=np.float32) * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
-        return (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)
+        unit: NDArray[np.float32] = (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)
+        return unit

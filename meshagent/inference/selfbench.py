@@ -68,7 +68,9 @@ class ThroughputCache:
         os.replace(tmp, path)
 
 
-def measure_throughput(ctx: LlamaContext, seq: int, *, prefill_tokens: int = 256, decode_tokens: int = 32) -> Throughput:
+def measure_throughput(
+    ctx: LlamaContext, seq: int, *, prefill_tokens: int = 256, decode_tokens: int = 32
+) -> Throughput:
     """Prefill ``prefill_tokens`` then greedily decode ``decode_tokens`` on scratch sequence ``seq``.
 
     The scratch sequence is removed afterwards. Prompt tokens are a fixed

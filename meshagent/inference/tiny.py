@@ -23,13 +23,23 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
 from meshagent.errors import ModelError
 
-__all__ = ["TinyModelSpec", "make_tiny_model", "ensure_tiny_model", "tiny_model_filename", "model_or_tiny", "TINY_VOCAB_SIZE"]
+__all__ = [
+    "TinyModelSpec",
+    "make_tiny_model",
+    "ensure_tiny_model",
+    "tiny_model_filename",
+    "model_or_tiny",
+    "TINY_VOCAB_SIZE",
+]
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +99,9 @@ def make_tiny_model(path: Path, spec: TinyModelSpec = TinyModelSpec()) -> Path:
     rng = np.random.default_rng(spec.seed)
     d, f, v = spec.dim, spec.ffn, TINY_VOCAB_SIZE
 
-    def mat(rows: int, cols: int, scale: float = 1.0) -> np.ndarray:
-        return (rng.standard_normal((rows, cols)) * scale / np.sqrt(cols)).astype(np.float16)
+    def mat(rows: int, cols: int, scale: float = 1.0) -> NDArray[np.float16]:
+        w: NDArray[np.float16] = (rng.standard_normal((rows, cols)) * scale / np.sqrt(cols)).astype(np.float16)
+        return w
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

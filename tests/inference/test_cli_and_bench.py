@@ -38,7 +38,9 @@ def test_models_lists_config_and_builtin(capsys: pytest.CaptureFixture[str], tmp
 
 
 def test_bench_kv_reports_every_figure(capsys: pytest.CaptureFixture[str], tiny_model: Path) -> None:
-    out = run_json(capsys, "bench", "kv", "--json", "--model", str(tiny_model), "--ctx", "64", "--ctx", "256", "--repeat", "1")
+    out = run_json(
+        capsys, "bench", "kv", "--json", "--model", str(tiny_model), "--ctx", "64", "--ctx", "256", "--repeat", "1"
+    )
     results = out["results"]
     assert [r["ctx_tokens"] for r in results] == [64, 256]  # type: ignore[union-attr]
     for r in results:  # type: ignore[union-attr]
@@ -47,7 +49,9 @@ def test_bench_kv_reports_every_figure(capsys: pytest.CaptureFixture[str], tiny_
 
 
 def test_bench_fork_reports_every_figure(capsys: pytest.CaptureFixture[str], tiny_model: Path) -> None:
-    out = run_json(capsys, "bench", "fork", "--json", "--model", str(tiny_model), "--forks", "3", "--prefix-tokens", "256")
+    out = run_json(
+        capsys, "bench", "fork", "--json", "--model", str(tiny_model), "--forks", "3", "--prefix-tokens", "256"
+    )
     assert out["forks"] == 3 and out["prefix_tokens"] == 256
     assert out["children_independent"] is True
     # Shared cells: a fork adds far less state than the prefix holds (not a timing).

@@ -47,7 +47,9 @@ def _run(script: str, *args: object) -> dict[str, object]:
 
 
 @pytest.fixture(scope="module")
-def exported(tiny_model: Path, tiny_sha: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, object]]:
+def exported(
+    tiny_model: Path, tiny_sha: str, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict[str, object]]:
     out = tmp_path_factory.mktemp("kv")
     return out, _run(_EXPORTER, tiny_model, tiny_sha, out)
 

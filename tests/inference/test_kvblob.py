@@ -22,7 +22,9 @@ def blob(**kw: object) -> bytes:
     return kvblob.pack_blob(**args)  # type: ignore[arg-type]
 
 
-def unpack(data: bytes, tokens: list[int] = TOKENS, model: str = MODEL, engine: str = ENGINE) -> tuple[kvblob.KVHeader, int]:
+def unpack(
+    data: bytes, tokens: list[int] = TOKENS, model: str = MODEL, engine: str = ENGINE
+) -> tuple[kvblob.KVHeader, int]:
     return kvblob.unpack_blob(data, model_sha256=model, engine=engine, tokens=tokens, max_state=1 << 20)
 
 
