@@ -17,7 +17,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Final
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from meshagent.errors import DecodeError, ExpiredError, SignatureError
 from meshagent.protocol import codec, signed
@@ -123,9 +124,6 @@ def bind_sealing_key(sealing_public: bytes, key: Ed25519PrivateKey) -> bytes:
 
 
 def _check_sealing_binding(public_key: bytes, sealing_key: bytes, sig: bytes) -> None:
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
     try:
         Ed25519PublicKey.from_public_bytes(public_key).verify(
             sig, b"meshagent/" + SEALING_KEY_KIND.encode() + b"\x00" + sealing_key

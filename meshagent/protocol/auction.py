@@ -1,0 +1,540 @@
+"""Cyber-foraging auctions (contract net), as pure functions and a state machine.
+
+One auction places one LLM step of one agent::
+
+    home                                   bidders (bounded fan-out)
+     │ select_bidders(adverts, call)  ──►  only peers whose adverts could do it
+     │ CallForBids (signed)           ──►  make_bid(): refuse what privacy forbids,
+     │                                ◄──  Bid (signed, estimate broken down) + reservation
+     │ Auction.on_bid()/decide()           privacy filter, policy, deterministic ties
+     │ Award (signed) to the winner   ──►  keeps its reservation; the handoff follows
+     │ Release to the others          ──►  drop their reservations
+
+The home node always bids for itself (staying costs no transfer). Every time and
+random value comes in as an argument; every message is a frozen dataclass with a
+signed encoding, checked before decoding like adverts are.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import re
+import typing
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Final
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from meshagent.errors import DecodeError, ExpiredError, LocalProtocolError, SignatureError
+from meshagent.protocol import codec, signed
+from meshagent.protocol.advert import Advert, ModelAd
+from meshagent.protocol.codec import Value, field as get, opt_field
+from meshagent.protocol.scoring import Candidate, Estimate, Policy, PrivacyClass, Ranked, privacy_allows, rank
+from meshagent.protocol.signed import PeerId
+
+__all__ = [
+    "SIZE_ORDER",
+    "MAX_FANOUT",
+    "ModelRequirement",
+    "CallForBids",
+    "Bid",
+    "Decline",
+    "Award",
+    "Release",
+    "Report",
+    "BidderContext",
+    "Reservations",
+    "select_bidders",
+    "estimate_for",
+    "make_bid",
+    "AuctionState",
+    "Decision",
+    "Auction",
+    "encode",
+    "decode",
+]
+
+SIZE_ORDER: Final = ("tiny", "small", "medium", "large", "xl")
+MAX_FANOUT: Final = 8
+"""Most peers a call for bids goes to: per-decision cost stays bounded as the mesh grows."""
+MAX_MESSAGE_BYTES: Final = 16 * 1024
+
+_REQ = re.compile(r"^\s*size\s*(>=|=|<=)\s*(\w+)\s*$")
+
+
+# --- model requirements ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRequirement:
+    """Which models can serve a step: a model name, a size bound (``size>=medium``), or any LLM."""
+
+    text: str = ""
+
+    def _size_bound(self) -> tuple[str, int] | None:
+        m = _REQ.match(self.text)
+        if not m:
+            return None
+        if m.group(2) not in SIZE_ORDER:
+            raise LocalProtocolError(f"unknown model size {m.group(2)!r}; sizes are {', '.join(SIZE_ORDER)}")
+        return m.group(1), SIZE_ORDER.index(m.group(2))
+
+    def satisfied_by(self, model: ModelAd) -> bool:
+        if model.kind != "llm":
+            return False
+        if not self.text.strip():
+            return True
+        bound = self._size_bound()
+        if bound is None:
+            return model.name == self.text.strip() or model.sha256 == self.text.strip()
+        size = model_size(model)
+        if size is None:
+            return False
+        op, want = bound
+        return {">=": size >= want, "=": size == want, "<=": size <= want}[op]
+
+
+def model_size(model: ModelAd) -> int | None:
+    for tag in model.tags:
+        if tag.startswith("size=") and tag[5:] in SIZE_ORDER:
+            return SIZE_ORDER.index(tag[5:])
+    return None
+
+
+def best_model(models: Iterable[ModelAd], req: ModelRequirement) -> ModelAd | None:
+    """The model a node would use for ``req``: the fastest decoder among those that qualify."""
+    fitting = [m for m in models if req.satisfied_by(m)]
+    if not fitting:
+        return None
+    return max(fitting, key=lambda m: (m.decode_tps or 0.0, m.name))
+
+
+# --- messages ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CallForBids:
+    auction_id: str
+    agent_id: str
+    home: PeerId
+    owner: PeerId
+    """Peer id of the agent owner's device (privacy ``private`` means: devices paired with it)."""
+    requirement: str
+    context_tokens: int
+    output_tokens: int
+    privacy: str
+    policy: str
+    snapshot_bytes: int
+    issued_at: float
+    bid_deadline: float
+    """Bids arriving after this are ignored."""
+    deadline_s: float | None = None
+    """Soft completion deadline for the step, in seconds from ``issued_at``."""
+    kv_model_sha256: str = ""
+    """The model whose KV cache the agent can bring ("" = none)."""
+    max_price: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Bid:
+    auction_id: str
+    bidder: PeerId
+    model_name: str
+    model_sha256: str
+    transfer_s: float
+    queue_s: float
+    prefill_s: float
+    decode_s: float
+    price: float
+    expires_at: float
+    energy: str = ""
+    """e.g. ``mains`` or ``battery 35%``."""
+
+    @property
+    def estimate(self) -> Estimate:
+        return Estimate(self.transfer_s, self.queue_s, self.prefill_s, self.decode_s, self.price)
+
+
+@dataclass(frozen=True, slots=True)
+class Decline:
+    auction_id: str
+    bidder: PeerId
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Award:
+    auction_id: str
+    agent_id: str
+    winner: PeerId
+    expires_at: float
+    """The winner keeps its reservation until then; the handoff must start before it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    auction_id: str
+    """Sent to losing bidders: drop the reservation."""
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """What a winner reports after the step: the truth its reputation is judged on."""
+
+    auction_id: str
+    bidder: PeerId
+    estimated_s: float
+    actual_s: float
+
+
+Message = CallForBids | Bid | Decline | Award | Release | Report
+
+_KINDS: Final[dict[type, str]] = {
+    CallForBids: "auction-cfb/1",
+    Bid: "auction-bid/1",
+    Decline: "auction-decline/1",
+    Award: "auction-award/1",
+    Release: "auction-release/1",
+    Report: "auction-report/1",
+}
+_BY_KIND: Final = {v: k for k, v in _KINDS.items()}
+
+
+def encode(msg: Message, key: Ed25519PrivateKey) -> bytes:
+    kind = _KINDS[type(msg)]
+    return codec.encode({"k": kind, "e": signed.sign(kind, codec.encode(asdict(msg)), key)})
+
+
+def decode(data: bytes, *, now: float | None = None) -> tuple[PeerId, Message]:
+    """Verify and decode an auction message; returns (signer, message).
+
+    The signature is checked before the payload is decoded. Bids and calls whose
+    deadlines have passed raise :class:`ExpiredError` when ``now`` is given.
+    """
+    outer = codec.decode_map(data, max_size=MAX_MESSAGE_BYTES, max_depth=2)
+    kind = get(outer, "k", str)
+    cls = _BY_KIND.get(kind)
+    if cls is None:
+        raise DecodeError(f"unknown auction message kind {kind!r}")
+    env = signed.verify(get(outer, "e", bytes), kind=kind, max_size=MAX_MESSAGE_BYTES)
+    m = codec.decode_map(env.payload, max_size=MAX_MESSAGE_BYTES, max_depth=2)
+    msg = _from_map(cls, m)
+    who = {CallForBids: "home", Bid: "bidder", Decline: "bidder", Report: "bidder"}.get(cls)
+    if who is not None and getattr(msg, who) != env.signer:
+        raise SignatureError(f"{kind} for {getattr(msg, who)} signed by {env.signer}")
+    if now is not None:
+        if isinstance(msg, CallForBids) and msg.bid_deadline < now:
+            raise ExpiredError(f"call for bids {msg.auction_id} closed {now - msg.bid_deadline:.2f} s ago")
+        if isinstance(msg, (Bid, Award)) and msg.expires_at < now:
+            raise ExpiredError(f"{kind} {msg.auction_id} expired {now - msg.expires_at:.2f} s ago")
+    return env.signer, msg
+
+
+def _from_map(cls: type, m: dict[str | int, Value]) -> Message:
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, object] = {}
+    for f in dataclasses.fields(cls):
+        t = hints[f.name]
+        optional = f.default is not dataclasses.MISSING
+        if t in (str, PeerId):
+            v: object = get(m, f.name, str) if not optional else opt_field(m, f.name, str, f.default)
+            if len(v) > 256:  # type: ignore[arg-type]
+                raise DecodeError(f"{f.name} too long")
+        elif t is int:
+            v = get(m, f.name, int)
+            if not 0 <= v < 1 << 62:  # type: ignore[operator]
+                raise DecodeError(f"{f.name} out of range")
+        elif t is float:
+            v = get(m, f.name, float) if not optional else opt_field(m, f.name, float, f.default)
+            if v != v or v in (float("inf"), float("-inf")) or v < 0:  # type: ignore[operator]
+                raise DecodeError(f"{f.name} must be a finite non-negative number")
+        elif t == float | None:
+            v = None if m.get(f.name) is None else get(m, f.name, float)
+            if v is not None and (v != v or v < 0 or v == float("inf")):  # type: ignore[operator]
+                raise DecodeError(f"{f.name} must be a finite non-negative number")
+        else:  # pragma: no cover - every field type is listed above
+            raise TypeError(f"unsupported field type {t!r}")
+        kwargs[f.name] = v
+    msg = cls(**kwargs)
+    if isinstance(msg, CallForBids):
+        if msg.privacy not in {p.value for p in PrivacyClass}:
+            raise DecodeError(f"unknown privacy class {msg.privacy!r}")
+        if msg.policy not in {p.value for p in Policy}:
+            raise DecodeError(f"unknown policy {msg.policy!r}")
+    return msg  # type: ignore[no-any-return]
+
+
+# --- bidding -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Reservations:
+    """Capacity a bidder promised: auction id → (expiry, seconds of work). Immutable."""
+
+    held: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+
+    def active(self, now: float) -> Reservations:
+        return Reservations({k: v for k, v in self.held.items() if v[0] > now})
+
+    def reserve(self, auction_id: str, until: float, work_s: float) -> Reservations:
+        held = dict(self.held)
+        held[auction_id] = (until, work_s)
+        return Reservations(held)
+
+    def extend(self, auction_id: str, until: float) -> Reservations:
+        if auction_id not in self.held:
+            return self
+        held = dict(self.held)
+        held[auction_id] = (until, held[auction_id][1])
+        return Reservations(held)
+
+    def release(self, auction_id: str) -> Reservations:
+        return Reservations({k: v for k, v in self.held.items() if k != auction_id})
+
+    def work_s(self, now: float) -> float:
+        return sum(w for until, w in self.held.values() if until > now)
+
+
+@dataclass(frozen=True, slots=True)
+class BidderContext:
+    """What a bidder knows when it answers a call: about itself and about the caller."""
+
+    me: PeerId
+    models: tuple[ModelAd, ...]
+    price_per_1k_tokens: float
+    slots: int
+    """Steps it can run at once."""
+    busy_s: float
+    """Seconds of work already queued or running (beyond free slots it is queueing)."""
+    trusts_owner: bool
+    """The agent owner is in this node's trust store (paired)."""
+    home_on_link: bool
+    """The home node is reached directly on the local link."""
+    path_bps: float
+    """Measured (or assumed) bandwidth from the home node, bytes per second."""
+    rtt_s: float
+    on_battery: bool = False
+    battery_percent: float | None = None
+    accept_on_battery_below: float = 20.0
+    """Below this battery level the node refuses work for others."""
+
+
+def estimate_for(call: CallForBids, model: ModelAd, ctx: BidderContext, *, staying: bool) -> Estimate:
+    """A bidder's estimate for running the step with ``model``; ``staying`` = the home bidding for itself."""
+    prefill_tps = model.prefill_tps or 50.0
+    decode_tps = model.decode_tps or 5.0
+    has_kv = bool(call.kv_model_sha256) and call.kv_model_sha256 == model.sha256
+    transfer = 0.0 if staying else ctx.rtt_s * 2 + call.snapshot_bytes / max(ctx.path_bps, 1.0)
+    queue = max(0.0, ctx.busy_s) / max(ctx.slots, 1)
+    prefill = 0.0 if has_kv else call.context_tokens / prefill_tps
+    decode = call.output_tokens / decode_tps
+    price = (call.output_tokens + (0 if has_kv else call.context_tokens) * 0.1) / 1000.0 * ctx.price_per_1k_tokens
+    return Estimate(transfer_s=transfer, queue_s=queue, prefill_s=prefill, decode_s=decode, price=price)
+
+
+def make_bid(
+    call: CallForBids,
+    ctx: BidderContext,
+    reservations: Reservations,
+    *,
+    now: float,
+    bid_ttl_s: float = 5.0,
+) -> tuple[Bid | Decline, Reservations]:
+    """Answer a call for bids: a bid (and a reservation of the capacity bid) or a reasoned decline."""
+    staying = ctx.me == call.home
+
+    def decline(reason: str) -> tuple[Decline, Reservations]:
+        return Decline(call.auction_id, ctx.me, reason), reservations
+
+    if call.bid_deadline < now:
+        return decline("expired")
+    if not staying and not privacy_allows(call.privacy, owner_device=ctx.trusts_owner, on_link=ctx.home_on_link):
+        return decline(f"privacy: may not take a {call.privacy} step")
+    if not staying and ctx.on_battery and (ctx.battery_percent or 0.0) < ctx.accept_on_battery_below:
+        return decline("on battery")
+    model = best_model(ctx.models, ModelRequirement(call.requirement))
+    if model is None:
+        return decline(f"no model for {call.requirement or 'an LLM'}")
+    reservations = reservations.active(now)
+    est = estimate_for(call, model, replace(ctx, busy_s=ctx.busy_s + reservations.work_s(now)), staying=staying)
+    if call.max_price is not None and est.price > call.max_price:
+        return decline("above max price")
+    expires = now + bid_ttl_s
+    energy = "mains" if not ctx.on_battery else f"battery {ctx.battery_percent or 0:.0f}%"
+    bid = Bid(
+        auction_id=call.auction_id,
+        bidder=ctx.me,
+        model_name=model.name,
+        model_sha256=model.sha256,
+        transfer_s=est.transfer_s,
+        queue_s=est.queue_s,
+        prefill_s=est.prefill_s,
+        decode_s=est.decode_s,
+        price=est.price,
+        expires_at=expires,
+        energy=energy,
+    )
+    return bid, reservations.reserve(call.auction_id, expires, est.prefill_s + est.decode_s)
+
+
+# --- the auctioneer ------------------------------------------------------------
+
+
+def select_bidders(
+    call: CallForBids,
+    adverts: Mapping[PeerId, Advert],
+    *,
+    owner_devices: frozenset[PeerId],
+    on_link: frozenset[PeerId],
+    rtt_ms: Mapping[PeerId, float] | None = None,
+    fanout: int = MAX_FANOUT,
+) -> list[PeerId]:
+    """The peers worth asking: their advert holds a fitting model and privacy allows them.
+
+    At most ``fanout`` peers, preferring the fastest advertised decoders and
+    then the nearest, so the cost of a decision does not grow with the mesh.
+    """
+    req = ModelRequirement(call.requirement)
+    rtt_ms = rtt_ms or {}
+    scored = []
+    for peer, ad in adverts.items():
+        if peer == call.home:
+            continue
+        if not privacy_allows(call.privacy, owner_device=peer in owner_devices, on_link=peer in on_link):
+            continue
+        model = best_model(ad.models, req)
+        if model is None:
+            continue
+        if ad.hardware.on_battery and (ad.hardware.battery_percent or 0.0) < 20.0:
+            continue
+        scored.append((-(model.decode_tps or 0.0), rtt_ms.get(peer, 1e6), peer))
+    scored.sort()
+    return [p for _, _, p in scored[:fanout]]
+
+
+class AuctionState(enum.Enum):
+    COLLECTING = "collecting"
+    DECIDED = "decided"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    winner: PeerId | None
+    ranked: tuple[Ranked, ...]
+    reason: str
+    bids: tuple[Bid, ...]
+    declines: tuple[Decline, ...]
+
+
+class Auction:
+    """The home node's side of one auction.
+
+    Transitions: COLLECTING --decide()--> DECIDED --close()--> CLOSED. Bids from
+    peers that were not invited, for another auction, after the bid deadline,
+    expired, or repeated are ignored (returned False). A bid from outside the
+    privacy class can arrive (a misconfigured or hostile peer) but is never
+    ranked: :func:`~meshagent.protocol.scoring.rank` filters it.
+    """
+
+    def __init__(
+        self,
+        call: CallForBids,
+        invited: Sequence[PeerId],
+        *,
+        owner_devices: frozenset[PeerId],
+        on_link: frozenset[PeerId],
+    ) -> None:
+        self.call = call
+        self.invited = frozenset(invited) | {call.home}
+        self.state = AuctionState.COLLECTING
+        self._owner_devices = owner_devices | {call.home}
+        self._on_link = on_link | {call.home}
+        self._bids: dict[PeerId, Bid] = {}
+        self._declines: dict[PeerId, Decline] = {}
+
+    @property
+    def bids(self) -> tuple[Bid, ...]:
+        return tuple(self._bids.values())
+
+    def answered(self) -> bool:
+        return set(self._bids) | set(self._declines) >= self.invited
+
+    def on_bid(self, signer: PeerId, bid: Bid, now: float) -> bool:
+        if self.state is not AuctionState.COLLECTING:
+            return False
+        if (
+            bid.auction_id != self.call.auction_id
+            or signer != bid.bidder
+            or bid.bidder not in self.invited
+            or bid.bidder in self._bids
+            or now > self.call.bid_deadline
+            or bid.expires_at < now
+        ):
+            return False
+        self._bids[bid.bidder] = bid
+        return True
+
+    def on_decline(self, signer: PeerId, decline: Decline) -> bool:
+        if self.state is not AuctionState.COLLECTING or decline.auction_id != self.call.auction_id:
+            return False
+        if signer != decline.bidder or decline.bidder not in self.invited:
+            return False
+        self._declines[decline.bidder] = decline
+        return True
+
+    def decide(self, *, reliability: Mapping[str, float] | None = None, exclude: frozenset[PeerId] = frozenset()) -> Decision:
+        """Rank the bids and name a winner (None when no eligible bid arrived)."""
+        if self.state is AuctionState.CLOSED:
+            raise LocalProtocolError("auction already closed")
+        self.state = AuctionState.DECIDED
+        candidates = [
+            Candidate(
+                peer=b.bidder,
+                estimate=b.estimate,
+                owner_device=b.bidder in self._owner_devices,
+                on_link=b.bidder in self._on_link,
+            )
+            for b in self._bids.values()
+            if b.bidder not in exclude
+        ]
+        ranked = rank(
+            candidates,
+            policy=self.call.policy,
+            privacy=self.call.privacy,
+            reliability=reliability,
+            max_price=self.call.max_price,
+            deadline_s=self.call.deadline_s,
+        )
+        if not ranked:
+            reason = "no eligible bids" if self._bids else "no bids"
+            winner = None
+        else:
+            top = ranked[0]
+            winner = PeerId(top.candidate.peer)
+            reason = _explain(self.call.policy, ranked)
+        return Decision(winner, tuple(ranked), reason, self.bids, tuple(self._declines.values()))
+
+    def award(self, decision: Decision, *, now: float, ttl_s: float = 10.0) -> tuple[Award | None, list[tuple[PeerId, Release]]]:
+        """The award for the winner and a release for every other bidder; closes the auction."""
+        self.state = AuctionState.CLOSED
+        releases = [(b.bidder, Release(self.call.auction_id)) for b in self._bids.values() if b.bidder != decision.winner]
+        if decision.winner is None:
+            return None, releases
+        return Award(self.call.auction_id, self.call.agent_id, decision.winner, now + ttl_s), releases
+
+
+def _explain(policy: str, ranked: Sequence[Ranked]) -> str:
+    top = ranked[0]
+    a = top.adjusted
+    what = {
+        "latency": f"fastest: {a.total_s:.2f} s expected",
+        "cost": f"cheapest: {a.price:.4f}",
+        "balanced": f"best time/price balance: {a.total_s:.2f} s at {a.price:.4f}",
+    }[str(policy)]
+    if len(ranked) > 1:
+        b = ranked[1].adjusted
+        what += f" (next: {ranked[1].candidate.peer[-6:]} {b.total_s:.2f} s at {b.price:.4f})"
+    return what
