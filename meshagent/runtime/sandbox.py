@@ -49,7 +49,7 @@ from meshagent.runtime.journal import Entry, Journal, digest
 from meshagent.runtime.mesh_abi import MESH_NAMES, Rollback, mesh_functions
 from meshagent.runtime.modules import LoadedModule, ModuleCache
 from meshagent.runtime.outcome import Outcome
-from meshagent.runtime.services import HostServices, NoServices, Suspend
+from meshagent.runtime.services import HostServices, NoServices, RealWorld, Suspend, World
 from meshagent.runtime.snapshot import MemoryImage, AgentSnapshot
 from meshagent.runtime.wasi import WASI_NAMES, func_type, wasi_functions
 
@@ -107,9 +107,11 @@ class Agent:
         hooks: AgentHooks | None = None,
         loaded: LoadedModule | None = None,
         verify_replay: bool = False,
+        world: World | None = None,
     ) -> None:
         self.limits = limits or SandboxLimits()
         self.services: HostServices = services or NoServices()
+        self.world: World = world or (services if isinstance(services, World) else RealWorld())
         self._hooks: AgentHooks = hooks or StandaloneHooks()
         self._modules = modules
         self._verify = verify_replay
@@ -195,6 +197,9 @@ class Agent:
     def request_suspend(self, reason: str = "suspended by the node") -> None:
         """Stop at the next host call (thread-safe); ``run`` then returns a suspended outcome."""
         self._suspend_reason = reason
+
+    def clear_suspend(self) -> None:
+        self._suspend_reason = None
 
     @property
     def suspend_requested(self) -> bool:

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Final, Protocol, runtime_checkable
@@ -32,6 +34,8 @@ __all__ = [
     "HostServices",
     "EngineServices",
     "NoServices",
+    "World",
+    "RealWorld",
 ]
 
 log = logging.getLogger(__name__)
@@ -117,6 +121,34 @@ def parse_llm_options(text: str, base: LlmOptions) -> LlmOptions | None:
         except ValueError:
             return None
     return options
+
+
+@runtime_checkable
+class World(Protocol):
+    """Where live clocks, randomness and sleeps come from (replay answers from the journal instead).
+
+    ``position`` is the agent's journal length at the call; real worlds ignore
+    it, deterministic test worlds can be a pure function of it.
+    """
+
+    def now_ns(self, clock_id: int, position: int) -> int: ...
+
+    def random_bytes(self, n: int, position: int) -> bytes: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+
+class RealWorld:
+    """The real clocks (realtime and monotonic) and the OS's randomness."""
+
+    def now_ns(self, clock_id: int, position: int) -> int:
+        return time.time_ns() if clock_id == 0 else time.monotonic_ns()
+
+    def random_bytes(self, n: int, position: int) -> bytes:
+        return os.urandom(n)
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
 
 
 @runtime_checkable

@@ -12,9 +12,7 @@ everything that would write to the filesystem answers ``EROFS``.
 
 from __future__ import annotations
 
-import os
 import struct
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
@@ -126,13 +124,9 @@ def wasi_functions(h: HostCalls) -> dict[str, tuple[str, Callable[..., int | Non
         m.check(_u(out), 8)
 
         def live() -> Ret:
-            match clock:
-                case 0:
-                    now = time.time_ns()
-                case 1 | 2 | 3:
-                    now = time.monotonic_ns()
-                case _:
-                    return EINVAL, None
+            if clock not in (0, 1, 2, 3):
+                return EINVAL, None
+            now = h.world.now_ns(clock, h.position) & ((1 << 64) - 1)
             return ESUCCESS, now.to_bytes(8, "little")
 
         ret, data = h.call("clock_time_get", (clock,), live, nondet=True)
@@ -148,7 +142,7 @@ def wasi_functions(h: HostCalls) -> dict[str, tuple[str, Callable[..., int | Non
         def live() -> Ret:
             if n > MAX_RANDOM:
                 return EINVAL, None
-            return ESUCCESS, os.urandom(n)
+            return ESUCCESS, bytes(h.world.random_bytes(n, h.position))[:n].ljust(n, b"\0")
 
         ret, data = h.call("random_get", (n,), live, nondet=True)
         if ret == ESUCCESS and data is not None:
@@ -170,14 +164,14 @@ def wasi_functions(h: HostCalls) -> dict[str, tuple[str, Callable[..., int | Non
             for i in range(count):
                 userdata, tag, clock, timeout, _prec, flags = _SUB.unpack_from(raw, _SUB.size * i)
                 if tag == 0:
-                    now = time.time_ns() if clock == 0 else time.monotonic_ns()
+                    now = h.world.now_ns(clock, h.position)
                     rel = timeout - now if flags & 1 else timeout
                     timeouts.append(max(0, rel) / 1e9)
                     out.append(_EVENT.pack(userdata, 0, 0, 0, 0))
                 else:
                     out.append(_EVENT.pack(userdata, 0, tag, 0, 1))
             if timeouts and len(timeouts) == count:
-                time.sleep(min(min(timeouts), MAX_SLEEP_S))
+                h.world.sleep(min(min(timeouts), MAX_SLEEP_S))
             return ESUCCESS, b"".join(out)
 
         ret, data = h.call("poll_oneoff", (raw,), live, nondet=True)

@@ -1,0 +1,298 @@
+"""Agent subcommands: build, run, resume, agents, logs, checkpoint, fork, rollback, kill."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from meshagent.errors import ConfigError
+
+__all__ = ["register"]
+
+
+def _data_dir(args: argparse.Namespace) -> Path:
+    from meshagent.config import default_data_dir
+
+    return Path(args.data_dir) if getattr(args, "data_dir", None) else default_data_dir()
+
+
+def _add_data_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", type=Path, default=None, help="the node's data dir (default: per user; $MESHAGENT_HOME)")
+
+
+def _add_services(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--services", metavar="MODULE:ATTR",
+                   help="host services for --local runs: an object or factory implementing HostServices "
+                        "(and optionally World), e.g. tests.runtime.fakes:scripted_services")
+    p.add_argument("--model", type=Path, help="a GGUF model for mesh_llm in --local runs (llama.cpp)")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("build", help="compile a C agent against meshagent.h into a wasm32-wasi module")
+    p.add_argument("sources", nargs="+", type=Path)
+    p.add_argument("-o", "--output", type=Path, required=True)
+    p.add_argument("--reactor", action="store_true", help="build a reactor (entry points called by the node) instead of a command")
+    p.set_defaults(func=_build)
+
+    p = sub.add_parser("run", help="run an agent and wait for it and its forked children",
+                       usage="meshagent run AGENT.wasm [--local] [--json] [--verify-replay] [--dir PATH] [-- ARGS...]")
+    _run_options(p)
+    p.add_argument("rest", nargs=argparse.REMAINDER, metavar="AGENT.wasm [-- ARGS...]")
+    p.set_defaults(func=_run)
+
+    p = sub.add_parser("resume", help="resume agents from a snapshot file written by run --snapshot-at (in-process)")
+    p.add_argument("file", type=Path)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--verify-replay", action="store_true")
+    _add_services(p)
+    p.set_defaults(func=_resume)
+
+    p = sub.add_parser("agents", help="list the agents on this node")
+    p.add_argument("--json", action="store_true")
+    _add_data_dir(p)
+    p.set_defaults(func=_agents)
+
+    p = sub.add_parser("logs", help="show an agent's output")
+    p.add_argument("agent")
+    p.add_argument("--json", action="store_true")
+    _add_data_dir(p)
+    p.set_defaults(func=_simple("logs", lambda a: {"agent_id": a.agent}))
+
+    p = sub.add_parser("checkpoint", help="label an agent's current position")
+    p.add_argument("agent")
+    p.add_argument("--label")
+    p.add_argument("--json", action="store_true")
+    _add_data_dir(p)
+    p.set_defaults(func=_simple("checkpoint", lambda a: {"agent_id": a.agent, "label": a.label}))
+
+    p = sub.add_parser("fork", help="clone an agent into N children that continue from its last host call")
+    p.add_argument("agent")
+    p.add_argument("--n", type=int, default=1)
+    p.add_argument("--json", action="store_true")
+    _add_data_dir(p)
+    p.set_defaults(func=_simple("fork", lambda a: {"agent_id": a.agent, "n": a.n}))
+
+    p = sub.add_parser("rollback", help="roll an agent back to a checkpoint label")
+    p.add_argument("agent")
+    p.add_argument("--to", required=True, metavar="LABEL")
+    p.add_argument("--json", action="store_true")
+    _add_data_dir(p)
+    p.set_defaults(func=_simple("rollback", lambda a: {"agent_id": a.agent, "label": a.to}))
+
+    p = sub.add_parser("kill", help="stop an agent at its next host call")
+    p.add_argument("agent")
+    p.add_argument("--json", action="store_true")
+    _add_data_dir(p)
+    p.set_defaults(func=_simple("kill", lambda a: {"agent_id": a.agent}))
+
+
+def _run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--local", action="store_true", help="run in this process; no node needed")
+    p.add_argument("--json", action="store_true", help="one JSON object per finished agent, one per line")
+    p.add_argument("--verify-replay", action="store_true",
+                   help="after every host call, snapshot, restore into a fresh sandbox and continue from the copy")
+    p.add_argument("--dir", type=Path, help="directory the agent sees (read-only) as its preopened '/'")
+    p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="environment variable for the agent")
+    p.add_argument("--snapshot-at", nargs=2, metavar=("N", "FILE"),
+                   help="(--local) stop the agent and its children at its N-th host call and write them to FILE")
+    _add_services(p)
+    _add_data_dir(p)
+
+
+def _parse_run(args: argparse.Namespace) -> argparse.Namespace:
+    """argparse cannot mix options after a positional with ``--``: parse the rest again."""
+    rest = list(args.rest)
+    tail: list[str] = []
+    if "--" in rest:
+        cut = rest.index("--")
+        rest, tail = rest[:cut], rest[cut + 1:]
+    second = argparse.ArgumentParser(prog="meshagent run")
+    _run_options(second)
+    second.add_argument("module", type=Path, metavar="AGENT.wasm")
+    second.add_argument("args", nargs="*")
+    for action in second._actions:
+        if action.dest in vars(args) and action.dest not in ("help", "module", "args"):
+            action.default = getattr(args, action.dest)
+    ns = second.parse_intermixed_args(rest)
+    ns.args = [*ns.args, *tail]
+    ns.func = args.func
+    return ns
+
+
+def _build(args: argparse.Namespace) -> int:
+    from meshagent.runtime.build import build_agent
+
+    out = build_agent(list(args.sources), args.output, reactor=args.reactor)
+    print(f"built {out} ({out.stat().st_size} bytes)")
+    return 0
+
+
+def _load_services(args: argparse.Namespace) -> Any:
+    if args.services and args.model:
+        raise ConfigError("give either --services or --model, not both")
+    if args.services:
+        module_name, _, attr = args.services.partition(":")
+        if not attr:
+            raise ConfigError("--services must look like MODULE:ATTR")
+        try:
+            target = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"--services {args.services}: {exc}") from exc
+        return target() if callable(target) else target
+    if args.model:
+        from meshagent.inference.llama_engine import LlamaEngine
+        from meshagent.runtime.services import EngineServices
+
+        digest = hashlib.sha256()
+        with open(args.model, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        return EngineServices(LlamaEngine(args.model, sha256=digest.hexdigest()))
+    return None
+
+
+def _env(pairs: list[str]) -> list[tuple[str, str]]:
+    out = []
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"--env {pair!r}: expected NAME=VALUE")
+        out.append((name, value))
+    return out
+
+
+def _print_outcomes(outcomes: list[Any], as_json: bool) -> int:
+    root = outcomes[0]
+    if as_json:
+        for outcome in outcomes:
+            print(json.dumps(outcome.to_json()), flush=True)
+    else:
+        sys.stdout.write(root.stdout.decode("utf-8", "replace"))
+        sys.stderr.write(root.stderr.decode("utf-8", "replace"))
+        for outcome in outcomes:
+            if outcome.error_message:
+                print(f"meshagent: agent {outcome.agent_id}: {outcome.error_message}", file=sys.stderr)
+    if root.status == "failed":
+        return 1
+    return root.exit_code if isinstance(root.exit_code, int) and 0 <= root.exit_code < 256 else 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from meshagent.runtime.vfs import VirtualFs
+
+    args = _parse_run(args)
+    try:
+        wasm = args.module.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {args.module}: {exc.strerror}") from exc
+    agent_args = [args.module.name, *args.args]
+    if not args.local:
+        if args.snapshot_at or args.verify_replay or args.services or args.model:
+            raise ConfigError("--snapshot-at, --verify-replay, --services and --model need --local")
+        from meshagent.node.control import call_streaming
+
+        result = call_streaming(_data_dir(args), "run", {
+            "module_path": str(args.module.resolve()),
+            "args": agent_args,
+            "env": dict(_env(args.env)),
+            "dir": str(args.dir.resolve()) if args.dir else None,
+        }, timeout=None)
+        return _print_outcomes([_Remote(o) for o in result["agents"]], args.json)
+
+    from meshagent.runtime.local import run_local
+
+    snapshot_at = snapshot_path = None
+    if args.snapshot_at:
+        try:
+            snapshot_at = int(args.snapshot_at[0])
+        except ValueError as exc:
+            raise ConfigError("--snapshot-at N FILE: N must be an integer") from exc
+        snapshot_path = Path(args.snapshot_at[1])
+    result = run_local(
+        wasm,
+        args=agent_args,
+        env=_env(args.env),
+        vfs=VirtualFs.from_directory(args.dir) if args.dir else None,
+        services=_load_services(args),
+        verify_replay=args.verify_replay,
+        snapshot_at=snapshot_at,
+        snapshot_path=snapshot_path,
+    )
+    if snapshot_path is not None:
+        if result.snapshot_written:
+            print(f"meshagent: wrote a snapshot of {len(result.outcomes)} agent(s) to {snapshot_path}", file=sys.stderr)
+            return 0
+        print(f"meshagent: the agent ended before host call {snapshot_at}; no snapshot written", file=sys.stderr)
+    return _print_outcomes(result.outcomes, args.json)
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from meshagent.runtime.local import resume_local
+
+    try:
+        data = args.file.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {args.file}: {exc.strerror}") from exc
+    result = resume_local(data, services=_load_services(args), verify_replay=args.verify_replay)
+    return _print_outcomes(result.outcomes, args.json)
+
+
+class _Remote:
+    """An outcome as the node's control API returns it (JSON), shaped like Outcome for printing."""
+
+    def __init__(self, raw: dict[str, Any]) -> None:
+        self._raw = raw
+        self.agent_id = raw.get("agent_id")
+        self.status = raw.get("status")
+        self.exit_code = raw.get("exit_code")
+        self.stdout = str(raw.get("stdout", "")).encode()
+        self.stderr = str(raw.get("stderr", "")).encode()
+        self.error_message = raw.get("error")
+
+    def to_json(self) -> dict[str, Any]:
+        return self._raw
+
+
+def _agents(args: argparse.Namespace) -> int:
+    from meshagent.node.control import call
+
+    result = call(_data_dir(args), "agents", {})
+    rows = result.get("agents", [])
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="agents")
+    for column in ("agent", "parent", "status", "host calls", "exit", "error"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(str(row["agent_id"]), str(row.get("parent_id") or ""), str(row["status"]), str(row["host_calls"]),
+                      "" if row.get("exit_code") is None else str(row["exit_code"]), str(row.get("error") or ""))
+    Console().print(table)
+    return 0
+
+
+def _simple(op: str, params: Any) -> Any:
+    def handler(args: argparse.Namespace) -> int:
+        from meshagent.node.control import call
+
+        result = call(_data_dir(args), op, params(args))
+        if getattr(args, "json", False):
+            print(json.dumps(result))
+        elif op == "logs":
+            sys.stdout.write(result.get("stdout", ""))
+            sys.stderr.write(result.get("stderr", ""))
+        else:
+            print(" ".join(f"{k}={v}" for k, v in result.items()))
+        return 0
+
+    return handler
+
+

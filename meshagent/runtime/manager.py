@@ -1,0 +1,371 @@
+"""The agent manager: runs a node's agents on worker threads under trio.
+
+* Each agent runs in ``trio.to_thread.run_sync`` holding one slot of a
+  ``CapacityLimiter`` sized ``SandboxLimits.max_instances``; a parent blocked
+  in ``mesh_join`` gives its slot back while it waits, so forks cannot
+  deadlock the node.
+* With a :class:`~meshagent.node.store.NodeStore`, every journal entry is
+  appended as it happens and ``run`` resumes the agents that were running
+  when the node stopped, from their last host call.
+* The migration hook: :meth:`AgentManager.suspend` stops an agent at its next
+  host call and returns its snapshot; :meth:`AgentManager.adopt` resumes a
+  snapshot (from this node or another) by replay.
+
+Nothing starts in ``__init__``; start :meth:`run` in a nursery.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import trio
+
+from meshagent.config import SandboxLimits
+from meshagent.errors import AgentError, AgentNotFound
+from meshagent.node.store import NodeStore
+from meshagent.runtime.ids import AgentId, new_agent_id
+from meshagent.runtime.journal import Entry, Journal
+from meshagent.runtime.modules import LoadedModule, ModuleCache
+from meshagent.runtime.outcome import Outcome
+from meshagent.runtime.sandbox import KNOWN_IMPORTS, Agent
+from meshagent.runtime.services import HostServices, Suspend, World
+from meshagent.runtime.snapshot import AgentSnapshot
+from meshagent.runtime.vfs import VirtualFs
+
+__all__ = ["AgentManager", "AgentInfo"]
+
+log = logging.getLogger(__name__)
+
+_SHUTDOWN = "node shutting down"
+
+
+@dataclass(frozen=True, slots=True)
+class AgentInfo:
+    agent_id: str
+    parent_id: str | None
+    status: str
+    host_calls: int
+    exit_code: int | None
+    error: str | None
+    module_sha256: str
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "agent_id": self.agent_id,
+            "parent_id": self.parent_id,
+            "status": self.status,
+            "host_calls": self.host_calls,
+            "exit_code": self.exit_code,
+            "error": self.error,
+            "module_sha256": self.module_sha256,
+        }
+
+
+@dataclass(slots=True)
+class _Record:
+    agent: Agent
+    active: bool = False
+    killed: bool = False
+    outcome: Outcome | None = None
+    terminal: threading.Event = field(default_factory=threading.Event)
+
+
+class AgentManager:
+    """Runs agents, forks and joins them, persists and restores them."""
+
+    def __init__(
+        self,
+        *,
+        modules: ModuleCache,
+        services: HostServices | None = None,
+        world: World | None = None,
+        limits: SandboxLimits | None = None,
+        store: NodeStore | None = None,
+        verify_replay: bool = False,
+    ) -> None:
+        self.limits = limits or SandboxLimits()
+        self.modules = modules
+        self._services = services
+        self._world = world
+        self._store = store
+        self._verify = verify_replay
+        self._records: dict[str, _Record] = {}
+        self._slots = trio.CapacityLimiter(max(1, self.limits.max_instances))
+        self._threads = trio.CapacityLimiter(1024)
+        self._nursery: trio.Nursery | None = None
+        self._changed = trio.Event()
+        self._closing = False
+
+    # --- lifecycle -------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            try:
+                if self._store is not None:
+                    await self._resume_stored()
+                task_status.started()
+                await trio.sleep_forever()
+            finally:
+                # Running agents stop at their next host call; the store keeps them "running".
+                self._closing = True
+                for rec in self._records.values():
+                    if rec.active:
+                        rec.agent.request_suspend(_SHUTDOWN)
+
+    async def _resume_stored(self) -> None:
+        assert self._store is not None
+        rows = await trio.to_thread.run_sync(self._store.agents, ("running", "ready"))
+        for row in rows:
+            try:
+                snap = await trio.to_thread.run_sync(self._store.load_agent, row.agent_id)
+                await self.start(snap, persist=False)
+                log.info("resumed agent %s from %d journaled host calls", row.agent_id, row.host_calls)
+            except AgentError as exc:
+                log.warning("cannot resume stored agent %s: %s", row.agent_id, exc)
+                await trio.to_thread.run_sync(lambda: self._store.set_status(row.agent_id, "failed", error=str(exc)))  # type: ignore[union-attr]
+
+    # --- starting agents ----------------------------------------------------------
+
+    async def launch(
+        self,
+        wasm: bytes,
+        *,
+        args: Sequence[str] = ("agent",),
+        env: Sequence[tuple[str, str]] = (),
+        vfs: VirtualFs | None = None,
+        suspend_at: int | None = None,
+    ) -> AgentId:
+        """Start a new agent from module bytes; returns its id."""
+        loaded = await trio.to_thread.run_sync(self.modules.load, wasm, KNOWN_IMPORTS)
+        snap = AgentSnapshot(
+            agent_id=new_agent_id(),
+            module_sha256=loaded.sha256,
+            module=wasm,
+            journal=Journal(limit=self.limits.journal_bytes),
+            args=tuple(args),
+            env=tuple(env),
+            vfs=vfs or VirtualFs(),
+        )
+        return await self.start(snap, loaded=loaded, suspend_at=suspend_at)
+
+    async def adopt(self, snapshot: AgentSnapshot, *, hold: bool = False) -> AgentId:
+        """Resume a snapshot (from a file, the store or a peer) by replay.
+
+        ``hold=True`` registers it without running it yet (see :meth:`release`), so a
+        family can be registered before any parent replays into ``mesh_join``.
+        """
+        snap = replace(snapshot, status="ready")
+        return await self.start(snap, hold=hold)
+
+    def release(self, agent_id: str) -> None:
+        """Start an agent registered with ``hold=True``."""
+        rec = self._record(agent_id)
+        if not rec.active and rec.outcome is None:
+            self._launch(rec)
+
+    async def start(self, snapshot: AgentSnapshot, *, loaded: LoadedModule | None = None,
+                    suspend_at: int | None = None, persist: bool = True, hold: bool = False) -> AgentId:
+        if self._nursery is None:
+            raise AgentError("the agent manager is not running")
+        if snapshot.agent_id in self._records:
+            raise AgentError(f"agent {snapshot.agent_id} is already on this node")
+        if loaded is None and snapshot.module is None and self._store is not None:
+            wasm = await trio.to_thread.run_sync(self._store.get_module, snapshot.module_sha256)
+            if wasm is not None:
+                snapshot = replace(snapshot, module=wasm)
+        agent = await trio.to_thread.run_sync(
+            lambda: Agent(snapshot, modules=self.modules, services=self._services, limits=self.limits, hooks=self,
+                          loaded=loaded, verify_replay=self._verify, world=self._world)
+        )
+        agent.suspend_at = suspend_at
+        rec = _Record(agent)
+        self._records[agent.agent_id] = rec
+        if persist and self._store is not None:
+            full = replace(snapshot, module=agent.loaded.wasm, status="running")
+            await trio.to_thread.run_sync(lambda: self._store.save_agent(full))  # type: ignore[union-attr]
+        if not hold:
+            self._launch(rec)
+        return AgentId(agent.agent_id)
+
+    def _launch(self, rec: _Record) -> None:
+        assert self._nursery is not None
+        rec.active = True
+        rec.agent.status = "running"
+        self._nursery.start_soon(self._drive, rec)
+
+    async def _drive(self, rec: _Record) -> None:
+        agent = rec.agent
+        await self._slots.acquire_on_behalf_of(agent.agent_id)
+        try:
+            outcome = await trio.to_thread.run_sync(agent.run, limiter=self._threads)
+        finally:
+            self._slots.release_on_behalf_of(agent.agent_id)
+        if rec.killed:
+            agent.status = "killed"
+            outcome = replace(outcome, status="killed")
+        rec.outcome = outcome
+        rec.active = False
+        if self._store is not None:
+            stored = outcome.status
+            if outcome.status == "suspended" and self._closing:
+                stored = "running"
+            await trio.to_thread.run_sync(
+                lambda: self._store.set_status(agent.agent_id, stored, exit_code=outcome.exit_code,  # type: ignore[union-attr]
+                                               error=outcome.error_message, stdout=outcome.stdout, stderr=outcome.stderr)
+            )
+        if outcome.status in ("exited", "failed", "killed"):
+            rec.terminal.set()
+        self._pulse()
+
+    async def changed(self) -> None:
+        """Return at the next change of any agent's state (for supervisors' wait loops)."""
+        await self._changed.wait()
+
+    def _pulse(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    # --- hooks called by agents on their worker threads ------------------------
+
+    def spawn(self, parent: Agent, children: Sequence[AgentSnapshot]) -> None:
+        for child in children:
+            trio.from_thread.run(lambda c=child: self.start(c, loaded=parent.loaded))
+
+    def join(self, parent: Agent, child_id: str) -> bytes:
+        rec = self._records.get(child_id)
+        if rec is None:
+            raise AgentNotFound(f"mesh_join: child {child_id} is not on this node")
+        trio.from_thread.run_sync(self._slots.release_on_behalf_of, parent.agent_id)
+        try:
+            while not rec.terminal.wait(0.05):
+                if parent.suspend_requested:
+                    raise Suspend(f"suspended while joining child {child_id}")
+        finally:
+            trio.from_thread.run(self._slots.acquire_on_behalf_of, parent.agent_id)
+        assert rec.outcome is not None
+        return rec.outcome.stdout
+
+    def entry_added(self, agent: Agent, index: int, entry: Entry) -> None:
+        if self._store is not None:
+            self._store.append_entry(agent.agent_id, index, entry)
+
+    def truncated(self, agent: Agent, length: int) -> None:
+        if self._store is not None:
+            self._store.truncate(agent.agent_id, length, rollbacks=agent.rollbacks, labels=agent.labels)
+
+    # --- queries and control --------------------------------------------------------
+
+    def _record(self, agent_id: str) -> _Record:
+        rec = self._records.get(agent_id)
+        if rec is None:
+            raise AgentNotFound(f"no agent {agent_id!r} on this node (see `meshagent agents`)")
+        return rec
+
+    def agent(self, agent_id: str) -> Agent:
+        return self._record(agent_id).agent
+
+    def info(self, agent_id: str) -> AgentInfo:
+        rec = self._record(agent_id)
+        a = rec.agent
+        error = rec.outcome.error_message if rec.outcome is not None and not rec.active else None
+        return AgentInfo(a.agent_id, a.parent_id, a.status, len(a.journal), a.exit_code, error, a.loaded.sha256)
+
+    def agents(self) -> list[AgentInfo]:
+        return [self.info(agent_id) for agent_id in self._records]
+
+    def family(self, root: str) -> list[str]:
+        """``root`` and all its descendants, parents before children."""
+        out = [root]
+        for agent_id in out:
+            out.extend(cid for cid, rec in self._records.items() if rec.agent.parent_id == agent_id and cid not in out)
+        return out
+
+    def outcome(self, agent_id: str) -> Outcome:
+        rec = self._record(agent_id)
+        return rec.outcome if rec.outcome is not None and not rec.active else rec.agent.outcome()
+
+    async def wait(self, agent_id: str) -> Outcome:
+        rec = self._record(agent_id)
+        while rec.active:
+            await self._changed.wait()
+        return self.outcome(agent_id)
+
+    async def wait_family(self, root: str) -> list[Outcome]:
+        """Wait until ``root`` and every descendant have stopped; their outcomes, root first."""
+        self._record(root)
+        while True:
+            members = self.family(root)
+            if not any(self._records[m].active for m in members):
+                return [self.outcome(m) for m in members]
+            await self._changed.wait()
+
+    async def suspend(self, agent_id: str, reason: str = "suspended by the node") -> AgentSnapshot:
+        """Stop the agent at its next host call; return its snapshot (the migration hook)."""
+        rec = self._record(agent_id)
+        if rec.active:
+            rec.agent.request_suspend(reason)
+            while rec.active:
+                await self._changed.wait()
+        return rec.agent.snapshot()
+
+    def suspend_all(self, reason: str = "suspended by the node") -> None:
+        for rec in self._records.values():
+            if rec.active:
+                rec.agent.request_suspend(reason)
+
+    async def resume(self, agent_id: str) -> None:
+        rec = self._record(agent_id)
+        if rec.active:
+            return
+        rec.agent.clear_suspend()
+        self._launch(rec)
+
+    async def kill(self, agent_id: str) -> AgentInfo:
+        rec = self._record(agent_id)
+        rec.killed = True
+        if rec.active:
+            rec.agent.request_suspend("killed")
+            while rec.active:
+                await self._changed.wait()
+        else:
+            rec.agent.status = "killed"
+            rec.outcome = replace(rec.agent.outcome(), status="killed")
+            rec.terminal.set()
+            if self._store is not None:
+                await trio.to_thread.run_sync(lambda: self._store.set_status(agent_id, "killed"))  # type: ignore[union-attr]
+            self._pulse()
+        return self.info(agent_id)
+
+    async def checkpoint(self, agent_id: str, label: str) -> int:
+        agent = self._record(agent_id).agent
+        position = agent.add_label(label)
+        if self._store is not None:
+            await trio.to_thread.run_sync(lambda: self._store.set_labels(agent_id, dict(agent.labels)))  # type: ignore[union-attr]
+        return position
+
+    async def rollback(self, agent_id: str, label: str) -> int:
+        rec = self._record(agent_id)
+        if rec.killed:
+            raise AgentError(f"agent {agent_id} was killed")
+        position = rec.agent.request_rollback(label)
+        if not rec.active:
+            rec.terminal.clear()
+            rec.outcome = None
+            self._launch(rec)
+        return position
+
+    async def fork(self, agent_id: str, n: int) -> list[AgentId]:
+        """Clone an agent from outside: ``n`` children continue from its last host call."""
+        if not 1 <= n <= 64:
+            raise AgentError("fork: n must be between 1 and 64")
+        parent = self._record(agent_id).agent
+        base = parent.snapshot(capture_image=False)
+        ids = []
+        for _ in range(n):
+            child = replace(base, agent_id=new_agent_id(), parent_id=agent_id, status="ready", exit_code=None, error=None)
+            ids.append(await self.start(child, loaded=parent.loaded))
+        return ids
