@@ -50,6 +50,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_peers)
 
+    p = sub.add_parser("pair", help="pair this device with another of yours (private steps may run on both)")
+    add_data_dir(p)
+    p.add_argument("code", nargs="?", help="the code shown on the other device; without it, show a code here")
+    p.add_argument("--peer", help="only try this peer id")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_pair)
+
+    p = sub.add_parser("trusted", help="list the devices paired with this one")
+    add_data_dir(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_trusted)
+
     p = sub.add_parser("leave", help="stop the node cleanly")
     add_data_dir(p)
     p.add_argument("--json", action="store_true")
@@ -162,4 +174,39 @@ def cmd_leave(args: argparse.Namespace) -> int:
         print(json.dumps(result))
     else:
         print("node is leaving", file=sys.stderr)
+    return 0
+
+
+def cmd_pair(args: argparse.Namespace) -> int:
+    if args.code is None:
+        result = _call(args, "pair_show")
+        if args.json:
+            print(json.dumps(result))
+        else:
+            print(f"pairing code: {result['code']}  (valid {result['expires_in_s']:.0f} s)")
+            print("on your other device run:  meshagent pair " + result["code"])
+        return 0
+    params: dict[str, Any] = {"code": args.code}
+    if args.peer:
+        params["peer"] = args.peer
+    result = _call(args, "pair_join", params)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"paired with {result['name']} ({result['peer_id']})")
+    return 0
+
+
+def cmd_trusted(args: argparse.Namespace) -> int:
+    devices = _call(args, "trusted")["devices"]
+    if args.json:
+        print(json.dumps(devices))
+        return 0
+    table = Table(title="paired devices")
+    table.add_column("name")
+    table.add_column("peer id")
+    table.add_column("paired")
+    for d in devices:
+        table.add_row(d["name"], d["peer_id"], time.strftime("%Y-%m-%d %H:%M", time.localtime(d["paired_at"])))
+    Console().print(table)
     return 0

@@ -28,6 +28,8 @@ from meshagent.node.hardware import emulate_profile, probe_hardware
 from meshagent.node.identity import DataDirLock, Identity, ensure_private_dir, load_or_create_identity
 from meshagent.node.membership import Membership
 from meshagent.node.mesh import MeshService
+from meshagent.node.pairing import PairingService
+from meshagent.node.trust import TrustStore
 from meshagent.protocol.advert import Advert, Hardware, ModelAd
 from meshagent.protocol.peers import PeerEntry
 
@@ -86,6 +88,7 @@ class Node:
         self.identity: Identity | None = None
         self.host: MeshHost | None = None
         self.membership: Membership | None = None
+        self.trust: TrustStore | None = None
         self.models: Callable[[], tuple[ModelAd, ...]] = lambda: ()
         self.load: Callable[[], int] = lambda: 0
         self.started_monotonic = 0.0
@@ -97,6 +100,9 @@ class Node:
         profile = self.config.node.profile
         return emulate_profile(real, profile) if profile else real
 
+    def build_advert_name(self) -> str:
+        return self.config.node.name or platform.node()
+
     def build_advert(self, seq: int, now: float, instance: bytes, started_at: float) -> Advert:
         assert self.identity is not None and self.host is not None
         node = self.config.node
@@ -105,7 +111,7 @@ class Node:
             seq=seq,
             issued_at=now,
             expires_at=now + node.advert_ttl_s,
-            name=node.name or platform.node(),
+            name=self.build_advert_name(),
             addrs=self.host.addrs,
             hardware=self._hardware(),
             sealing_key=self.identity.sealing_public,
@@ -179,9 +185,11 @@ class Node:
             async with open_host(self.identity, self.config.net.listen, interface=self.config.net.interface) as host:
                 self.host = host
                 self.membership = Membership(self.identity, self.build_advert, on_duplicate=self._stop_with)
+                self.trust = TrustStore(self.data_dir)
+                pairing = PairingService(host, self.membership, self.trust, self.build_advert_name())
                 control = ControlServer(
                     self.data_dir,
-                    {"status": self._op_status, "peers": self._op_peers, "leave": self._op_leave},
+                    {"status": self._op_status, "peers": self._op_peers, "leave": self._op_leave, **pairing.install()},
                 )
                 async with trio.open_nursery() as nursery:
                     await nursery.start(control.run)
