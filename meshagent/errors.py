@@ -51,7 +51,10 @@ __all__ = [
     "ContextOverflow",
     "KVStateError",
     "SealError",
+    "WrongRecipient",
+    "DecompressionBomb",
     "HandoffError",
+    "HandoffRejected",
     "AuctionError",
     "PrivacyViolation",
 ]
@@ -224,8 +227,25 @@ class SealError(RemoteProtocolError):
     """A sealed snapshot could not be verified or opened."""
 
 
+class WrongRecipient(SealError):
+    """A sealed snapshot was sealed for another peer (or another sealing key)."""
+
+
+class DecompressionBomb(SealError):
+    """A sealed section expanded past the size its signed header declared."""
+
+
 class HandoffError(MeshError):
     """An agent handoff between peers failed; the agent stays where it was."""
+
+
+class HandoffRejected(HandoffError):
+    """The receiver refused the offer; ``reason`` is one of the handoff reject reasons."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"handoff rejected: {reason}" + (f" ({detail})" if detail else ""))
+        self.reason = reason
+        self.detail = detail
 
 
 class AuctionError(MeshError):
