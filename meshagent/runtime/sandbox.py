@@ -446,7 +446,7 @@ class Agent:
         try:
             instance = linker.instantiate(store, self.loaded.module)
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
-            text = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            text = _trap_text(exc)
             if "limit" in text or "memory" in text and "exceed" in text:
                 raise MemoryLimitExceeded(f"the agent needs more memory than its limit of {self.limits.memory_bytes} bytes at start ({text})") from exc
             raise ModuleError(f"cannot instantiate the agent: {text}") from exc
@@ -565,17 +565,20 @@ class Agent:
 
     def _map_trap(self, exc: Exception) -> MeshError:
         code = getattr(exc, "trap_code", None)
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        at_limit = False
+        text = _trap_text(exc)
+        near_limit = False
         if self._memory is not None and self._store is not None:
-            at_limit = self._memory.data_len(self._store) + (1 << 16) > self.limits.memory_bytes
+            # wasmtime answers a refused memory.grow with -1, not a trap; an agent that then
+            # traps (abort on NULL) or spins close to its limit is reported as out of memory.
+            headroom = self.limits.memory_bytes - self._memory.data_len(self._store)
+            near_limit = headroom < max(2 << 20, self.limits.memory_bytes // 16)
         mib = self.limits.memory_bytes >> 20
         if code == wasmtime.TrapCode.STACK_OVERFLOW:
             return StackLimitExceeded(
                 f"the agent overflowed its wasm stack of {self.limits.stack_bytes} bytes (unbounded recursion?); "
                 "raise sandbox.stack_bytes if it really needs a deeper stack"
             )
-        if at_limit:
+        if near_limit:
             return MemoryLimitExceeded(
                 f"the agent reached its memory limit of {mib} MiB and then stopped ({text}); "
                 "raise sandbox.memory_bytes or make the agent use less memory"
@@ -586,6 +589,15 @@ class Agent:
                 "raise sandbox.fuel if it needs more"
             )
         return AgentTrap(f"the agent trapped: {text}")
+
+
+def _trap_text(exc: Exception) -> str:
+    """The useful line of a wasmtime error ("wasm trap: ..."), not its backtrace header."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith("wasm trap:"):
+            return line[len("wasm trap:"):].strip()
+    return lines[-1] if lines else type(exc).__name__
 
 
 HostCalls: TypeAlias = Agent

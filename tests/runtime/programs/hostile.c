@@ -19,6 +19,7 @@ WASI("poll_oneoff") int32_t raw_poll_oneoff(int32_t, int32_t, int32_t, int32_t);
 #define HUGE 0x7FFFFFF0
 
 static volatile int sink;
+static char *volatile keep;
 
 static int recurse(int n) { volatile char pad[256]; pad[0] = (char)n; return recurse(n + 1) + pad[0]; }
 
@@ -26,10 +27,10 @@ int main(int argc, char **argv) {
     const char *what = argc > 1 ? argv[1] : "";
     char ok[64] = "hello";
     if (!strcmp(what, "loop")) { for (;;) sink++; }
-    if (!strcmp(what, "grow")) { for (;;) { char *p = malloc(1 << 20); if (!p) abort(); p[0] = 1; } }
+    if (!strcmp(what, "grow")) { for (;;) { char *p = malloc(1 << 20); if (!p) abort(); p[0] = 1; keep = p; } }
     if (!strcmp(what, "recurse")) return recurse(0);
     if (!strcmp(what, "flood")) { for (;;) printf("flooding stdout with a long line of text..............................\n"); }
-    if (!strcmp(what, "trap")) { volatile int z = 0; return 1 / z; }
+    if (!strcmp(what, "trap")) __builtin_trap();
     if (!strcmp(what, "fd_write")) return raw_fd_write(1, BAD, 1, (int32_t)(intptr_t)ok);
     if (!strcmp(what, "fd_write_len")) { int32_t iov[2] = {(int32_t)(intptr_t)ok, HUGE}; return raw_fd_write(1, (int32_t)(intptr_t)iov, 1, (int32_t)(intptr_t)ok); }
     if (!strcmp(what, "fd_read")) return raw_fd_read(0, BAD, 1, (int32_t)(intptr_t)ok);
