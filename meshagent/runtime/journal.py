@@ -97,6 +97,14 @@ class Journal(Sequence[Entry]):
     def __iter__(self) -> Iterator[Entry]:
         return iter(self._entries)
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Journal) and self._entries == other._entries
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Journal({len(self._entries)} entries, {self._bytes} bytes)"
+
     @property
     def bytes(self) -> int:
         return self._bytes

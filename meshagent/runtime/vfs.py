@@ -148,6 +148,11 @@ class OpenFiles:
         self.table: dict[int, OpenFile] = {PREOPEN_FD: OpenFile("", True)}
         self.next_fd = PREOPEN_FD + 1
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, OpenFiles) and self.to_wire() == other.to_wire()
+
+    __hash__ = None  # type: ignore[assignment]
+
     def open(self, path: str, is_dir: bool) -> int | None:
         if len(self.table) >= MAX_OPEN:
             return None
