@@ -1,0 +1,135 @@
+"""The agent manager: persistence across a node restart, control handlers over the real control socket."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import trio
+
+from meshagent.errors import AgentNotFound, ControlError
+from meshagent.node.control import ControlServer, call, call_streaming
+from meshagent.node.store import NodeStore
+from meshagent.runtime.control_ops import control_handlers
+from meshagent.runtime.manager import AgentManager
+from meshagent.runtime.modules import ModuleCache
+from meshagent.runtime.services import LlmOptions
+from tests.runtime.fakes import ScriptedLlm
+from tests.runtime.helpers import run_alone
+
+
+class GatedLlm(ScriptedLlm):
+    """Blocks in its first LLM call until ``gate`` is set (the node stops meanwhile)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def llm(self, agent_id: str, prompt: str, options: LlmOptions) -> str:
+        self.entered.set()
+        self.gate.wait(10)
+        return super().llm(agent_id, prompt, options)
+
+
+def test_node_restart_resumes_running_agents_from_their_last_host_call(
+    tmp_path: Path, wasm: Callable[[str], bytes], modules: ModuleCache
+) -> None:
+    expected, _ = run_alone(modules, wasm("retry"))
+    store = NodeStore.open(tmp_path)
+    gated = GatedLlm()
+
+    async def first_life() -> str:
+        manager = AgentManager(modules=modules, services=gated, store=store)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(manager.run)
+            agent_id = await manager.launch(wasm("retry"), args=["agent"])
+            await trio.to_thread.run_sync(gated.entered.wait)
+            threading.Timer(0.2, gated.gate.set).start()
+            nursery.cancel_scope.cancel()  # the node stops while the agent waits for its LLM
+        return agent_id
+
+    agent_id = trio.run(first_life)
+    (row,) = store.agents()
+    assert row.agent_id == agent_id and row.status == "running"
+    assert 0 < row.host_calls < expected.host_calls
+    store.close()
+
+    store = NodeStore.open(tmp_path)  # a new node process would do exactly this
+    services = ScriptedLlm()
+
+    async def second_life() -> None:
+        manager = AgentManager(modules=ModuleCache(modules.engine), services=services, store=store)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(manager.run)
+            outcome = await manager.wait(agent_id)
+            nursery.cancel_scope.cancel()
+        assert outcome.stdout == expected.stdout and outcome.exit_code == 0
+
+    trio.run(second_life)
+    # The first LLM answer came from the stored journal: only the retries asked the LLM again.
+    assert [p[-11:] for _, p, _ in services.calls] == ["(attempt 1)", "(attempt 2)"]
+    (row,) = store.agents()
+    assert row.status == "exited"
+    assert store.outputs(agent_id)[0] == expected.stdout
+
+
+async def test_control_ops_over_the_control_socket(tmp_path: Path, build: Callable[[str], Path], modules: ModuleCache) -> None:
+    data_dir = tmp_path / "node"
+    data_dir.mkdir(mode=0o700)
+    manager = AgentManager(modules=modules, services=ScriptedLlm(), store=NodeStore.open(data_dir))
+    module = build("forking")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(manager.run)
+        await nursery.start(ControlServer(data_dir, control_handlers(manager)).run)
+
+        events: list[dict[str, object]] = []
+        result = await trio.to_thread.run_sync(lambda: call_streaming(
+            data_dir, "run", {"module_path": str(module), "args": ["forking"]}, on_event=events.append, timeout=60))
+        rows = result["agents"]
+        assert len(rows) == 4 and rows[0]["parent_id"] is None and events == [{"started": rows[0]["agent_id"]}]
+        root = rows[0]["agent_id"]
+        assert {"agent_id", "parent_id", "exit_code", "stdout", "host_calls", "error"} <= rows[0].keys()
+
+        listed = await trio.to_thread.run_sync(call, data_dir, "agents", {})
+        assert {a["agent_id"] for a in listed["agents"]} == {r["agent_id"] for r in rows}
+        logs = await trio.to_thread.run_sync(call, data_dir, "logs", {"agent_id": root})
+        assert logs["stdout"] == rows[0]["stdout"]
+
+        cp = await trio.to_thread.run_sync(call, data_dir, "checkpoint", {"agent_id": root, "label": "end"})
+        assert cp["position"] == rows[0]["host_calls"]
+        forked = await trio.to_thread.run_sync(call, data_dir, "fork", {"agent_id": root, "n": 2})
+        assert len(forked["children"]) == 2
+        for child in forked["children"]:
+            done = await manager.wait(child)
+            assert done.stdout == rows[0]["stdout"].encode()  # clones replay to the same end
+        back = await trio.to_thread.run_sync(call, data_dir, "rollback", {"agent_id": root, "label": "end"})
+        assert back["position"] == rows[0]["host_calls"]
+        await manager.wait(root)
+        killed = await trio.to_thread.run_sync(call, data_dir, "kill", {"agent_id": root})
+        assert killed["status"] == "killed"
+        with pytest.raises(ControlError, match="no agent"):
+            await trio.to_thread.run_sync(call, data_dir, "logs", {"agent_id": "nope"})
+        nursery.cancel_scope.cancel()
+
+
+async def test_suspend_returns_a_snapshot_that_resumes_elsewhere(wasm: Callable[[str], bytes], modules: ModuleCache) -> None:
+    gated = GatedLlm()
+    here = AgentManager(modules=modules, services=gated)
+    there = AgentManager(modules=ModuleCache(modules.engine), services=ScriptedLlm())
+    async with trio.open_nursery() as nursery:
+        await nursery.start(here.run)
+        await nursery.start(there.run)
+        agent_id = await here.launch(wasm("retry"), args=["agent"])
+        await trio.to_thread.run_sync(gated.entered.wait)
+        threading.Timer(0.1, gated.gate.set).start()
+        snap = await here.suspend(agent_id, "moving to a bigger model")
+        assert here.info(agent_id).status == "suspended"
+        moved = await there.adopt(snap)
+        outcome = await there.wait(moved)
+        nursery.cancel_scope.cancel()
+    assert outcome.exit_code == 0 and b"answer 42 accepted" in outcome.stdout
+    with pytest.raises(AgentNotFound):
+        here.info("nope")

@@ -1,0 +1,66 @@
+"""Reactor agents: entry points called by the node, memory images that bound the replay."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+from meshagent.runtime.modules import ModuleCache
+from meshagent.runtime.sandbox import Agent
+from meshagent.runtime.snapshot import AgentSnapshot
+from tests.runtime.fakes import ScriptedLlm
+from tests.runtime.helpers import new_snapshot
+
+
+def _agent(modules: ModuleCache, snap: AgentSnapshot) -> Agent:
+    return Agent(snap, modules=modules, services=ScriptedLlm())
+
+
+def test_reactor_image_restores_state_without_replay(wasm: Callable[[str], bytes], modules: ModuleCache) -> None:
+    agent = _agent(modules, new_snapshot(modules, wasm("reactor")))
+    assert agent.style == "reactor"
+    assert agent.run().status == "exited"  # _initialize
+    first = agent.invoke("add", 5)
+    second = agent.invoke("add", 7)
+    assert isinstance(first, int) and isinstance(second, int) and second > first
+
+    snap = agent.snapshot()  # idle: a fresh image at the end of the journal
+    assert snap.image is not None and snap.image.position == len(snap.journal)
+    assert snap.image.globals  # the shadow stack pointer travels with the image
+    restored = _agent(modules, AgentSnapshot.from_bytes(snap.to_bytes()))
+    restored.run()
+    assert restored.invoke("get") == second
+    assert restored.position == len(snap.journal) + 1  # nothing was replayed: the image bounded it
+    assert agent.invoke("get") == second  # same journal position on both sides from here
+    assert restored.invoke("add", 1) == agent.invoke("add", 1)
+
+
+def test_image_plus_journal_suffix_replays_only_the_suffix(wasm: Callable[[str], bytes], modules: ModuleCache) -> None:
+    agent = _agent(modules, new_snapshot(modules, wasm("reactor")))
+    agent.run()
+    agent.invoke("add", 2)
+    early = agent.snapshot()
+    assert early.image is not None
+    total = agent.invoke("add", 3)
+    late = replace(agent.snapshot(capture_image=False), image=early.image)
+    assert late.image is not None and late.image.position < len(late.journal)
+
+    services = ScriptedLlm()
+    restored = Agent(AgentSnapshot.from_bytes(late.to_bytes()), modules=modules, services=services)
+    restored.run()
+    assert restored.invoke("get") == total
+    assert services.calls == [] and services.world_calls == 0  # the suffix came from the journal
+
+
+def test_rollback_before_the_image_drops_it(wasm: Callable[[str], bytes], modules: ModuleCache) -> None:
+    agent = _agent(modules, new_snapshot(modules, wasm("reactor")))
+    agent.run()
+    agent.add_label("start")
+    agent.invoke("add", 4)
+    agent.snapshot()
+    assert agent.image is not None
+    agent.status = "exited"
+    agent.request_rollback("start")
+    assert agent.image is None or agent.image.position <= len(agent.journal)
+    agent.run()
+    assert agent.invoke("get") == 0
