@@ -1,0 +1,136 @@
+"""``meshagent bench checkpoint``: capture, restore and replay costs of an agent snapshot.
+
+The agent (``meshagent/agents/heap_bench.c``, reactor style) fills a heap of
+``--heap-mib`` MiB, then makes ``--calls`` journaled host calls (clock,
+randomness and ``mesh_llm`` in turn). Figures:
+
+* ``memory_bytes`` — linear memory in the image;
+* ``capture_s`` — memory image + snapshot bytes, with the agent idle;
+* ``restore_s`` — decode the snapshot, fresh sandbox, apply the image (no replay);
+* ``replay_calls`` / ``replay_s`` — restore from the image taken before the calls,
+  then replay the calls from the journal (``replay_s`` excludes the restore);
+* baselines measured in the same run: ``plain_setup_s`` and ``plain_calls_s`` (the
+  same work done live) and ``replay_from_start_s`` (no image: everything replayed).
+
+The LLM is a constant-answer stand-in so that the figures are the runtime's own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from meshagent.config import SandboxLimits
+from meshagent.runtime.build import build_cached, example_source
+from meshagent.runtime.journal import Journal
+from meshagent.runtime.modules import ModuleCache, engine_for
+from meshagent.runtime.sandbox import KNOWN_IMPORTS, Agent
+from meshagent.runtime.services import LlmOptions
+from meshagent.runtime.snapshot import AgentSnapshot
+
+__all__ = ["DESCRIPTION", "add_arguments", "run", "ConstantLlm"]
+
+DESCRIPTION = "snapshot capture/restore/replay of an agent with a large heap and many journaled host calls"
+
+
+class ConstantLlm:
+    """Benchmark stand-in for the host services: answers instantly, always the same."""
+
+    def llm(self, agent_id: str, prompt: str, options: LlmOptions) -> str:
+        return "ok"
+
+    def embed(self, agent_id: str, text: str) -> Sequence[float]:
+        return [0.0]
+
+    def tool(self, agent_id: str, name: str, args: bytes) -> bytes:
+        return b""
+
+    def fork(self, parent_id: str, child_ids: Sequence[str]) -> None:
+        return None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--heap-mib", type=int, default=64, help="heap size of the agent (default 64)")
+    parser.add_argument("--calls", type=int, default=1000, help="journaled host calls (default 1000)")
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "meshagent" / "agents"
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    heap_mib = int(getattr(args, "heap_mib", 64))
+    calls = int(getattr(args, "calls", 1000))
+    limits = SandboxLimits(memory_bytes=max(256 << 20, (heap_mib + 64) << 20))
+    wasm = build_cached(example_source("heap_bench"), _cache_dir(), reactor=True).read_bytes()
+    modules = ModuleCache(engine_for(limits.stack_bytes))
+    loaded = modules.load(wasm, KNOWN_IMPORTS)
+    services = ConstantLlm()
+
+    def agent(snap: AgentSnapshot) -> Agent:
+        return Agent(snap, modules=modules, services=services, limits=limits, loaded=loaded)
+
+    fresh = AgentSnapshot(agent_id="bench", module_sha256=loaded.sha256, module=wasm, journal=Journal(limit=limits.journal_bytes))
+    live = agent(fresh)
+    live.run()
+    t = time.perf_counter()
+    if live.invoke("setup", heap_mib) != 0:
+        raise RuntimeError("the benchmark agent could not allocate its heap")
+    plain_setup_s = time.perf_counter() - t
+    before_calls = live.snapshot()  # image after setup, before the calls
+    journal_before = len(live.journal)
+
+    t = time.perf_counter()
+    live.invoke("work", calls)
+    plain_calls_s = time.perf_counter() - t
+    expected = live.invoke("checksum")
+
+    t = time.perf_counter()
+    snap = live.snapshot()
+    data = snap.to_bytes()
+    capture_s = time.perf_counter() - t
+    assert snap.image is not None
+
+    t = time.perf_counter()
+    restored = agent(AgentSnapshot.from_bytes(data, journal_limit=limits.journal_bytes))
+    restored.run()
+    restore_s = time.perf_counter() - t
+    if restored.invoke("checksum") != expected:
+        raise RuntimeError("restored agent differs from the original")
+
+    late = replace(live.snapshot(capture_image=False), image=before_calls.image).to_bytes()
+    t = time.perf_counter()
+    replayed = agent(AgentSnapshot.from_bytes(late, journal_limit=limits.journal_bytes))
+    replayed.run()
+    restore_and_replay_s = time.perf_counter() - t
+    replay_calls = len(live.journal) - journal_before
+    if replayed.invoke("checksum") != expected:
+        raise RuntimeError("replayed agent differs from the original")
+
+    no_image = replace(live.snapshot(capture_image=False), image=None).to_bytes()
+    t = time.perf_counter()
+    from_start = agent(AgentSnapshot.from_bytes(no_image, journal_limit=limits.journal_bytes))
+    from_start.run()
+    replay_from_start_s = time.perf_counter() - t
+    if from_start.invoke("checksum") != expected:
+        raise RuntimeError("agent replayed from the start differs from the original")
+
+    return {
+        "memory_bytes": snap.image.memory_size,
+        "snapshot_bytes": len(data),
+        "journal_entries": len(snap.journal),
+        "capture_s": capture_s,
+        "restore_s": restore_s,
+        "replay_calls": replay_calls,
+        "replay_s": max(0.0, restore_and_replay_s - restore_s),
+        "restore_and_replay_s": restore_and_replay_s,
+        "replay_from_start_s": replay_from_start_s,
+        "plain_setup_s": plain_setup_s,
+        "plain_calls_s": plain_calls_s,
+    }
