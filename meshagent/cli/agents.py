@@ -156,6 +156,13 @@ def _load_services(args: argparse.Namespace) -> Any:
     return None
 
 
+def _module_cache_dir() -> Path:
+    import os
+
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "meshagent" / "modules"
+
+
 def _env(pairs: list[str]) -> list[tuple[str, str]]:
     out = []
     for pair in pairs:
@@ -222,6 +229,7 @@ def _run(args: argparse.Namespace) -> int:
         verify_replay=args.verify_replay,
         snapshot_at=snapshot_at,
         snapshot_path=snapshot_path,
+        cache_dir=_module_cache_dir(),
     )
     if snapshot_path is not None:
         if result.snapshot_written:
@@ -238,7 +246,8 @@ def _resume(args: argparse.Namespace) -> int:
         data = args.file.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read {args.file}: {exc.strerror}") from exc
-    result = resume_local(data, services=_load_services(args), verify_replay=args.verify_replay)
+    result = resume_local(data, services=_load_services(args), verify_replay=args.verify_replay,
+                          cache_dir=_module_cache_dir())
     return _print_outcomes(result.outcomes, args.json)
 
 

@@ -87,3 +87,40 @@ FixedWorld = ScriptedLlm
 def scripted_services() -> ScriptedLlm:
     """Factory for ``meshagent run --services tests.runtime.fakes:scripted_services``."""
     return ScriptedLlm()
+
+
+class FakeEngine:
+    """An LlmEngine test double (for the EngineServices adapter): echoes prompts per session."""
+
+    def __init__(self, name: str = "tiny") -> None:
+        from meshagent.inference.engine import ModelInfo
+
+        self._info = ModelInfo(name=name, sha256="0" * 64, size_bytes=1, tags=("small",))
+        self.sessions: dict[str, list[str]] = {}
+
+    @property
+    def info(self):  # type: ignore[no-untyped-def]
+        return self._info
+
+    def generate(self, session, prompt, options):  # type: ignore[no-untyped-def]
+        from meshagent.inference.engine import Generation
+
+        history = self.sessions.setdefault(session, [])
+        history.append(prompt)
+        return Generation(text=f"{self._info.name}#{len(history)}:{prompt[:10]}", prompt_tokens=len(prompt),
+                          completion_tokens=3, prefill_s=0.0, decode_s=0.0)
+
+    def fork(self, parent, child):  # type: ignore[no-untyped-def]
+        self.sessions[child] = list(self.sessions.get(parent, []))
+
+    def drop(self, session):  # type: ignore[no-untyped-def]
+        self.sessions.pop(session, None)
+
+    def tokens(self, session):  # type: ignore[no-untyped-def]
+        return []
+
+    def export_kv(self, session):  # type: ignore[no-untyped-def]
+        return b""
+
+    def import_kv(self, session, tokens, blob):  # type: ignore[no-untyped-def]
+        return False

@@ -1,0 +1,113 @@
+"""Host services: LLM options, the engine adapter, suspension by a service, module cache, builds."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import trio
+
+from meshagent.errors import BuildError
+from meshagent.inference.engine import LlmEngine
+from meshagent.runtime.build import build_agent
+from meshagent.runtime.manager import AgentManager
+from meshagent.runtime.modules import ModuleCache
+from meshagent.runtime.sandbox import KNOWN_IMPORTS
+from meshagent.runtime.services import EngineServices, LlmOptions, Suspend, parse_llm_options
+from tests.conftest import ROOT
+from tests.runtime.fakes import FakeEngine, ScriptedLlm
+from tests.runtime.helpers import run_alone
+
+
+def test_llm_options_parsing() -> None:
+    base = LlmOptions()
+    parsed = parse_llm_options("model=big; max_tokens=128, temperature=0.5\nprivacy=private", base)
+    assert parsed == LlmOptions(model="big", max_tokens=128, temperature=0.5, privacy="private")
+    assert parse_llm_options("privacy=public", base) is None
+    assert parse_llm_options("max_tokens=0", base) is None
+    assert parse_llm_options("temperature=nan", base) is None
+    assert parse_llm_options("colour=red", base) is None
+    assert parse_llm_options("", parsed) == LlmOptions()  # type: ignore[arg-type]
+
+
+def test_code_review_steps_are_private(wasm: Callable[[str], bytes], modules: ModuleCache, project_dir: Path) -> None:
+    from meshagent.runtime.local import run_local
+    from meshagent.runtime.vfs import VirtualFs
+
+    services = ScriptedLlm()
+    result = run_local(wasm("code_review"), args=["code_review"], vfs=VirtualFs.from_directory(project_dir), services=services)
+    (outcome,) = result.outcomes
+    assert outcome.exit_code == 0
+    reviewed = [p.split("File ", 1)[1].split(" ", 1)[0] for _, p, _ in services.calls]
+    assert reviewed == ["README.md", "notes.txt", "src/main.c", "src/util.h"]
+    assert all(o.privacy == "private" and o.max_tokens == 96 for _, _, o in services.calls)
+    assert b"reviewed 4 file(s)" in outcome.stdout
+
+
+def test_engine_adapter_runs_agents_on_an_llm_engine(wasm: Callable[[str], bytes], modules: ModuleCache) -> None:
+    engine = FakeEngine()
+    assert isinstance(engine, LlmEngine)
+    from meshagent.runtime.local import run_local
+
+    result = run_local(wasm("forking"), args=["forking"], services=EngineServices(engine))
+    parent, *children = result.outcomes
+    assert all(o.exit_code == 0 for o in result.outcomes)
+    assert b"llm=tiny#1:child 0 as" in children[0].stdout
+    assert {c.agent_id for c in children} == set(engine.sessions)  # each child got its own (forked) session
+    assert parent.agent_id not in engine.sessions
+
+
+def test_engine_adapter_suspends_steps_that_need_another_model() -> None:
+    services = EngineServices(FakeEngine("tiny"))
+    with pytest.raises(Suspend, match="needs model 'huge'"):
+        services.llm("a", "hi", LlmOptions(model="huge"))
+    assert services.llm("a", "hi", LlmOptions(model="small")).startswith("tiny#")
+
+
+class MovingLlm(ScriptedLlm):
+    """Suspends every agent at its first LLM step: the step should run on another node."""
+
+    def llm(self, agent_id: str, prompt: str, options: LlmOptions) -> str:
+        raise Suspend("this step runs better elsewhere")
+
+
+async def test_a_service_can_suspend_an_agent_for_migration(wasm: Callable[[str], bytes], modules: ModuleCache) -> None:
+    expected, _ = run_alone(modules, wasm("retry"))
+    here = AgentManager(modules=modules, services=MovingLlm())
+    there = AgentManager(modules=ModuleCache(modules.engine), services=ScriptedLlm())
+    async with trio.open_nursery() as nursery:
+        await nursery.start(here.run)
+        await nursery.start(there.run)
+        agent_id = await here.launch(wasm("retry"), args=["agent"])
+        stopped = await here.wait(agent_id)
+        assert stopped.status == "suspended" and stopped.error is None
+        snap = await here.suspend(agent_id)
+        assert [e.name for e in snap.journal][-2:] == ["checkpoint", "fd_write"]  # stopped just before the LLM call
+        assert all(e.name != "llm" for e in snap.journal)
+        outcome = await there.wait(await there.adopt(snap))
+        nursery.cancel_scope.cancel()
+    assert outcome.stdout == expected.stdout
+
+
+def test_compiled_modules_are_cached_on_disk(wasm: Callable[[str], bytes], modules: ModuleCache, tmp_path: Path) -> None:
+    raw = wasm("retry")
+    first = ModuleCache(modules.engine, tmp_path).load(raw, KNOWN_IMPORTS)
+    files = list(tmp_path.glob("*.cwasm"))
+    assert len(files) == 1 and files[0].name.startswith(first.sha256)
+    again = ModuleCache(modules.engine, tmp_path).load(raw, KNOWN_IMPORTS)
+    assert again.sha256 == first.sha256 and again.style == "command"
+    cache = ModuleCache(modules.engine)
+    assert cache.load(raw, KNOWN_IMPORTS) is cache.load(raw, KNOWN_IMPORTS)
+
+
+def test_build_reports_compiler_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.c"
+    bad.write_text('#include "meshagent.h"\nint main(void) { return mesh_llm(1, 2); }\n')
+    with pytest.raises(BuildError, match="too few arguments"):
+        build_agent(bad, tmp_path / "bad.wasm")
+    done = subprocess.run([sys.executable, "-m", "meshagent", "build", str(bad), "-o", str(tmp_path / "x.wasm")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "too few arguments" in done.stderr
