@@ -42,12 +42,19 @@ __all__ = [
     "unpack_blob",
     "sign_blob",
     "open_signed_blob",
+    "check_seq_state",
+    "SEQ_STATE_MAGIC",
 ]
 
 MAGIC: Final = b"MKV1"
 _PREFIX: Final = len(MAGIC) + 4
 _MAX_HEADER: Final = 4096
 _VERSION: Final = 1
+
+SEQ_STATE_MAGIC: Final = 0xAF143CD8
+"""First u32 of llama.cpp's per-sequence state (``io_magic`` in llama-context.cpp)."""
+_SEQ_META: Final = 16
+"""magic u32 | source seq id i32 | n_stream u32 | cell_count u32, then one record per cell."""
 
 
 def token_digest(tokens: list[int]) -> str:
@@ -150,6 +157,39 @@ def unpack_blob(
     if hashlib.sha256(memoryview(blob)[offset:]).hexdigest() != header.state_sha256:
         raise KVStateError("KV blob state is corrupt (digest mismatch)")
     return header, offset
+
+
+def check_seq_state(blob: bytes, offset: int, length: int, *, n_tokens: int, cell_stride: int) -> None:
+    """Check the cell records of a llama.cpp sequence state before llama.cpp reads it.
+
+    llama.cpp restores whatever positions a state claims, and a cell at a
+    negative or maximal position can then never be removed from its
+    sequence. So the metadata must be exactly what an honest export of
+    ``n_tokens`` tokens holds: one stream, ``n_tokens`` cells, cell *i* at
+    position *i* in one sequence. ``cell_stride`` is the size of one cell
+    record for this model (12 bytes, more with cell extensions), measured by
+    the engine on its own export. The KV tensors that follow are checked by
+    llama.cpp itself (types, row sizes, exact lengths).
+    """
+    if length < _SEQ_META or offset + length > len(blob):
+        raise KVStateError("sequence state too short")
+    head = np.frombuffer(blob, dtype="<u4", count=4, offset=offset)
+    if int(head[0]) != SEQ_STATE_MAGIC:
+        raise KVStateError("not a llama.cpp sequence state (bad magic)")
+    if int(head[2]) != 1:
+        raise KVStateError(f"sequence state has {int(head[2])} streams, expected 1")
+    if int(head[3]) != n_tokens:
+        raise KVStateError(f"sequence state holds {int(head[3])} cells, the blob covers {n_tokens} tokens")
+    if cell_stride < 12 or cell_stride % 4:
+        raise KVStateError(f"invalid cell record size {cell_stride}")
+    if _SEQ_META + n_tokens * cell_stride > length:
+        raise KVStateError("sequence state truncated inside its cell records")
+    cells = np.frombuffer(blob, dtype="<i4", count=n_tokens * cell_stride // 4, offset=offset + _SEQ_META)
+    cells = cells.reshape(n_tokens, cell_stride // 4)
+    if not np.array_equal(cells[:, 0], np.arange(n_tokens, dtype=np.int32)):
+        raise KVStateError("sequence state positions are not 0, 1, 2, …")
+    if not np.all(cells[:, 1] == 1):
+        raise KVStateError("sequence state cells must each belong to exactly one sequence")
 
 
 def sign_blob(blob: bytes, key: Ed25519PrivateKey) -> bytes:

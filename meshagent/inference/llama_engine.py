@@ -16,6 +16,18 @@ holding the KV of a prefix of those tokens (a cache). Consequences:
   and the session is rebuilt from its tokens instead — never a crash.
 
 Decoding is deterministic: greedy by default, and seeded sampling otherwise.
+What is exact and what is not: an imported blob restores the sequence's KV
+bytes, so the continuation is bit-identical to the one without the move. A
+session rebuilt from tokens (refused blob, eviction) holds the same tokens at
+the same positions, but llama.cpp's CPU kernels round differently for
+different batch shapes and cache layouts, so its KV can differ in the last
+bit and a greedy continuation can differ at a near-tie. The tiny test model is
+built well-conditioned so that this does not happen there (:mod:`.tiny`).
+
+A blob whose digest matches can still be crafted; its cell records are
+checked before llama.cpp reads them (:func:`.kvblob.check_seq_state`) and
+its positions after, and a sequence llama.cpp cannot fully remove is scrubbed
+by clearing the context (every session stays recoverable from its tokens).
 All public methods are blocking and serialised by a lock; run them through
 ``trio.to_thread.run_sync`` behind a ``CapacityLimiter`` of
 :func:`meshagent.inference.capacity.recommended_capacity` (1 per context).
@@ -68,6 +80,9 @@ class _Session:
     n_kv: int = 0
     """``tokens[:n_kv]`` are in the KV cache of ``seq``."""
     last_used: int = field(default=0)
+    """Logical clock of the last use (LRU order)."""
+    last_used_at: float = field(default=0.0)
+    """``time.monotonic()`` of the last use (idle eviction)."""
 
 
 class LlamaEngine:
@@ -109,6 +124,7 @@ class LlamaEngine:
         self._scratch_seq = max_sessions  # reserved for the self-benchmark
         self._clock = 0
         self._kv_bytes_per_token = 0
+        self._cell_stride: int | None = None
 
     # --- lifecycle --------------------------------------------------------------
 
@@ -150,6 +166,7 @@ class LlamaEngine:
         n_embd = int(llama_cpp.llama_model_n_embd(lib_model))
         # An upper bound (f32 K and V, no GQA) used to refuse absurd blobs.
         self._kv_bytes_per_token = n_layer * 2 * n_embd * 4 + 64
+        self._cell_stride = ctx.probe_cell_stride(self._scratch_seq)
         log.info("loaded %s (%s) in %.2fs: n_ctx=%d", self.name, self.path, time.perf_counter() - t0, ctx.n_ctx)
         if self._bench_cache is not None and self._throughput is None:
             self._throughput = measure_throughput(ctx, self._scratch_seq)
@@ -251,6 +268,19 @@ class LlamaEngine:
         with self._lock:
             self._release(self._get(session))
 
+    def evict_idle(self, idle_s: float) -> int:
+        """Evict every session unused for ``idle_s`` seconds; returns how many were evicted.
+
+        The node can call this periodically or when the host runs short of
+        memory; evicted sessions keep their tokens and re-prefill on next use.
+        """
+        with self._lock:
+            cutoff = time.monotonic() - idle_s
+            idle = [s for s in self._sessions.values() if s.seq is not None and s.last_used_at <= cutoff]
+            for s in idle:
+                self._release(s)
+            return len(idle)
+
     def _get(self, session: SessionId) -> _Session:
         s = self._sessions.get(session)
         if s is None:
@@ -260,6 +290,7 @@ class LlamaEngine:
     def _touch(self, s: _Session) -> None:
         self._clock += 1
         s.last_used = self._clock
+        s.last_used_at = time.monotonic()
 
     def _release(self, s: _Session) -> None:
         if s.seq is not None and self._ctx is not None:
@@ -433,6 +464,22 @@ class LlamaEngine:
             self._feed(s, logits=False)
             return False
 
+    def _scrub(self, seq: int) -> None:
+        """Remove a sequence; if cells at positions llama.cpp cannot remove remain, clear the context.
+
+        Clearing evicts every session (all stay recoverable from their tokens);
+        it only happens after a crafted blob got past the checks.
+        """
+        ctx = self._loaded()
+        ctx.seq_rm(seq)
+        if ctx.seq_pos_range(seq) != (-1, -1):
+            log.warning("clearing the context of %s: a refused KV blob left unremovable cells", self.name)
+            ctx.clear()
+            for other in self._sessions.values():
+                if other.seq is not None and other.seq != seq:
+                    self._free_seqs.append(other.seq)
+                    other.seq, other.n_kv = None, 0
+
     def _load_blob(self, s: _Session, ctx: LlamaContext, blob: bytes) -> None:
         header, offset = kvblob.unpack_blob(
             blob,
@@ -441,6 +488,10 @@ class LlamaEngine:
             tokens=s.tokens,
             max_state=len(s.tokens) * self._kv_bytes_per_token + 4096,
         )
+        if self._cell_stride is not None:
+            kvblob.check_seq_state(
+                blob, offset, header.state_len, n_tokens=header.n_tokens, cell_stride=self._cell_stride
+            )
         seq = self._attach(s, set())
         while True:
             try:
@@ -450,11 +501,10 @@ class LlamaEngine:
                 # Most likely no room for the cells (the digest matched): make room and retry.
                 if not self._evict_lru({id(s)}):
                     raise
-        if ctx.seq_pos_range(seq) != (0, header.n_tokens - 1):
-            ctx.seq_rm(seq)
-            raise KVStateError(
-                f"KV blob restored positions {ctx.seq_pos_range(seq)}, expected 0..{header.n_tokens - 1}"
-            )
+        restored = ctx.seq_pos_range(seq)
+        if restored != (0, header.n_tokens - 1):
+            self._scrub(seq)
+            raise KVStateError(f"KV blob restored positions {restored}, expected (0, {header.n_tokens - 1})")
         s.n_kv = header.n_tokens
 
 

