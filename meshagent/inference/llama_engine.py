@@ -49,6 +49,7 @@ from meshagent.errors import ContextOverflow, InferenceError, KVStateError
 from meshagent.inference import kvblob
 from meshagent.inference.engine import GenerateOptions, Generation, ModelInfo, SessionId
 from meshagent.inference.gguf_info import GgufInfo, check_gguf, read_gguf_info
+from meshagent.inference.hashing import sha256_file
 from meshagent.inference.llama_api import (
     ContextParams,
     KVFull,
@@ -92,7 +93,7 @@ class LlamaEngine:
         self,
         path: Path,
         *,
-        sha256: str,
+        sha256: str | None = None,
         name: str | None = None,
         n_ctx: int = 4096,
         n_gpu_layers: int = 0,
@@ -106,7 +107,9 @@ class LlamaEngine:
         check_gguf(self.path)
         if max_sessions < 1:
             raise InferenceError("max_sessions must be at least 1")
-        self.sha256 = sha256
+        # The model's identity on the mesh; pass the registry's cached digest
+        # to avoid hashing the file again.
+        self.sha256 = sha256 or sha256_file(self.path)
         self.name = name or self.path.stem
         self._n_ctx = n_ctx
         self._n_gpu_layers = n_gpu_layers

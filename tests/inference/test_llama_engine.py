@@ -319,3 +319,26 @@ def test_crafted_positions_are_refused_and_leave_no_garbage(
     ref = make_engine()
     ref.import_kv(B, dst.tokens(B), None)
     assert dst.generate(B, " still fine", GREEDY).text == ref.generate(B, " still fine", GREEDY).text
+
+
+def test_gpu_offload_is_configurable_and_reported_truthfully(make_engine: Make) -> None:
+    from meshagent.inference.llama_api import supports_gpu_offload
+
+    e = make_engine(n_gpu_layers=99)
+    info = e.info
+    if supports_gpu_offload():
+        assert (info.accelerator, info.gpu_layers) == ("gpu", 99)
+    else:  # this build has no GPU backend: the advert must not claim one
+        assert (info.accelerator, info.gpu_layers) == ("cpu", 0)
+    assert e.generate(A, "offload", GREEDY).completion_tokens == GREEDY.max_tokens
+
+
+def test_token_counting_and_default_digest(tiny_model: Path, tiny_sha: str) -> None:
+    e = LlamaEngine(tiny_model)
+    try:
+        assert e.sha256 == tiny_sha
+        assert e.count_tokens("hello") == 5
+        assert e.count_tokens("hello", first=True) == 6
+        assert e.count_tokens("a b") == 3  # the space is one token
+    finally:
+        e.close()
