@@ -21,9 +21,9 @@ from __future__ import annotations
 import ctypes
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Protocol, TypeAlias
+from typing import TypeAlias
 
 import wasmtime
 
@@ -31,18 +31,17 @@ from meshagent.config import SandboxLimits
 from meshagent.errors import (
     AgentError,
     AgentExit,
-    AgentTrap,
-    CpuLimitExceeded,
+    CheckpointNotFound,
     DivergenceError,
     JournalError,
     LinkError,
     MemoryLimitExceeded,
     MeshError,
     ModuleError,
-    StackLimitExceeded,
 )
 from meshagent.protocol import codec
 from meshagent.runtime.guest_memory import GuestMemory
+from meshagent.runtime.hooks import AgentHooks, StandaloneHooks
 from meshagent.runtime.host_state import HostState
 from meshagent.runtime.ids import new_agent_id
 from meshagent.runtime.journal import Entry, Journal, digest
@@ -50,7 +49,8 @@ from meshagent.runtime.mesh_abi import MESH_NAMES, Rollback, mesh_functions
 from meshagent.runtime.modules import LoadedModule, ModuleCache
 from meshagent.runtime.outcome import Outcome
 from meshagent.runtime.services import HostServices, NoServices, RealWorld, Suspend, World
-from meshagent.runtime.snapshot import MemoryImage, AgentSnapshot
+from meshagent.runtime.snapshot import AgentSnapshot, MemoryImage
+from meshagent.runtime.traps import map_trap, trap_text
 from meshagent.runtime.wasi import WASI_NAMES, func_type, wasi_functions
 
 __all__ = ["Agent", "AgentHooks", "StandaloneHooks", "HostCalls", "KNOWN_IMPORTS"]
@@ -62,36 +62,6 @@ KNOWN_IMPORTS = WASI_NAMES | MESH_NAMES
 
 class _Migrate(Exception):
     """--verify-replay: abandon this instance and continue from a restored snapshot."""
-
-
-class AgentHooks(Protocol):
-    """What an agent needs from its supervisor (forks, joins, persistence)."""
-
-    def spawn(self, parent: Agent, children: Sequence[AgentSnapshot]) -> None: ...
-
-    def join(self, parent: Agent, child_id: str) -> bytes:
-        """Block until the child ends; return its stdout. May raise :class:`Suspend`."""
-        ...
-
-    def entry_added(self, agent: Agent, index: int, entry: Entry) -> None: ...
-
-    def truncated(self, agent: Agent, length: int) -> None: ...
-
-
-class StandaloneHooks:
-    """Hooks for an agent run without a supervisor: forks and joins are refused."""
-
-    def spawn(self, parent: Agent, children: Sequence[AgentSnapshot]) -> None:
-        raise AgentError("mesh_fork needs an agent manager (run the agent through AgentManager or `meshagent run`)")
-
-    def join(self, parent: Agent, child_id: str) -> bytes:
-        raise AgentError("mesh_join needs an agent manager")
-
-    def entry_added(self, agent: Agent, index: int, entry: Entry) -> None:
-        return None
-
-    def truncated(self, agent: Agent, length: int) -> None:
-        return None
 
 
 class Agent:
@@ -219,8 +189,6 @@ class Agent:
                 return index
         if label in self.labels:
             return self.labels[label]
-        from meshagent.errors import CheckpointNotFound
-
         raise CheckpointNotFound(f"agent {self.agent_id} has no checkpoint labelled {label!r}")
 
     def request_rollback(self, label: str) -> int:
@@ -446,7 +414,7 @@ class Agent:
         try:
             instance = linker.instantiate(store, self.loaded.module)
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
-            text = _trap_text(exc)
+            text = trap_text(exc)
             if "limit" in text or "memory" in text and "exceed" in text:
                 raise MemoryLimitExceeded(f"the agent needs more memory than its limit of {self.limits.memory_bytes} bytes at start ({text})") from exc
             raise ModuleError(f"cannot instantiate the agent: {text}") from exc
@@ -564,40 +532,8 @@ class Agent:
         return result  # type: ignore[no-any-return]
 
     def _map_trap(self, exc: Exception) -> MeshError:
-        code = getattr(exc, "trap_code", None)
-        text = _trap_text(exc)
-        near_limit = False
-        if self._memory is not None and self._store is not None:
-            # wasmtime answers a refused memory.grow with -1, not a trap; an agent that then
-            # traps (abort on NULL) or spins close to its limit is reported as out of memory.
-            headroom = self.limits.memory_bytes - self._memory.data_len(self._store)
-            near_limit = headroom < max(2 << 20, self.limits.memory_bytes // 16)
-        mib = self.limits.memory_bytes >> 20
-        if code == wasmtime.TrapCode.STACK_OVERFLOW:
-            return StackLimitExceeded(
-                f"the agent overflowed its wasm stack of {self.limits.stack_bytes} bytes (unbounded recursion?); "
-                "raise sandbox.stack_bytes if it really needs a deeper stack"
-            )
-        if near_limit:
-            return MemoryLimitExceeded(
-                f"the agent reached its memory limit of {mib} MiB and then stopped ({text}); "
-                "raise sandbox.memory_bytes or make the agent use less memory"
-            )
-        if code == wasmtime.TrapCode.OUT_OF_FUEL:
-            return CpuLimitExceeded(
-                f"the agent used its whole CPU budget of {self.limits.fuel} fuel units (an infinite loop?); "
-                "raise sandbox.fuel if it needs more"
-            )
-        return AgentTrap(f"the agent trapped: {text}")
-
-
-def _trap_text(exc: Exception) -> str:
-    """The useful line of a wasmtime error ("wasm trap: ..."), not its backtrace header."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    for line in lines:
-        if line.startswith("wasm trap:"):
-            return line[len("wasm trap:"):].strip()
-    return lines[-1] if lines else type(exc).__name__
+        size = self._memory.data_len(self._store) if self._memory is not None and self._store is not None else 0
+        return map_trap(exc, size, self.limits)
 
 
 HostCalls: TypeAlias = Agent
