@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -66,8 +66,6 @@ if TYPE_CHECKING:
 __all__ = ["LlamaEngine", "UnknownSession"]
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 
 class UnknownSession(InferenceError):
@@ -117,7 +115,7 @@ class LlamaEngine:
         self._tags = tags
         self._price = price_per_1k_tokens
         self._bench_cache = throughput_cache
-        self._throughput = throughput_cache.get(sha256) if throughput_cache else None
+        self._throughput = throughput_cache.get(self.sha256) if throughput_cache else None
         self._meta: GgufInfo | None = None
         self._lock = threading.RLock()
         self._model: LlamaModel | None = None
@@ -344,10 +342,7 @@ class LlamaEngine:
             ctx = self._loaded()
             assert self._model is not None
             model = self._model
-            s = self._sessions.get(session)
-            if s is None:
-                s = self._sessions[session] = _Session(tokens=[])
-            self._touch(s)
+            s = self._sessions.get(session) or _Session(tokens=[])
             new = model.tokenize(prompt, add_bos=not s.tokens)
             if not s.tokens and not new:
                 raise InferenceError("an empty prompt cannot start a conversation")
@@ -357,6 +352,8 @@ class LlamaEngine:
                     f"{total} tokens (history {len(s.tokens)} + prompt {len(new)}) do not fit "
                     f"in the context of {ctx.n_ctx} tokens of {self.name}"
                 )
+            self._sessions[session] = s
+            self._touch(s)
             history = len(s.tokens)
             reused = s.n_kv if s.seq is not None else 0
             s.tokens.extend(new)
@@ -374,7 +371,9 @@ class LlamaEngine:
             except InferenceError:
                 # A failed call leaves no trace: the session is as it was before.
                 del s.tokens[history:]
-                if s.seq is not None and s.n_kv > history:
+                if not history:
+                    self.drop(session)
+                elif s.seq is not None and s.n_kv > history:
                     ctx.seq_rm(s.seq, history, -1)
                     s.n_kv = history
                 raise

@@ -189,6 +189,7 @@ def test_prompt_longer_than_the_context_overflows(make_engine: Make) -> None:
     e = make_engine(n_ctx=256)
     with pytest.raises(ContextOverflow):
         e.generate(A, "x" * 300, GREEDY)
+    assert e.sessions() == []
     # The failed call left no trace: the session is still usable.
     assert e.generate(A, "short", GREEDY).completion_tokens == GREEDY.max_tokens
     with pytest.raises(ContextOverflow):
