@@ -5,6 +5,9 @@ baseline, what a receiver without the KV must do: ``reprefill_s``), export its
 KV (``kv_export_s``, ``kv_bytes``), import it into a *second* engine — its own
 model load and context, as on another node (``kv_import_s``) — and compare the
 greedy continuations of both (``identical``). ``ratio`` = re-prefill / import.
+``rebuilt_identical`` tells whether a session rebuilt from tokens alone (the
+fallback for a refused blob) also continued identically: llama.cpp does not
+promise that (its kernels round differently per batch shape), the move does.
 """
 
 from __future__ import annotations
@@ -61,11 +64,14 @@ def _one(src: LlamaEngine, dst: LlamaEngine, n: int, args: argparse.Namespace) -
         imp = min(imp, time.perf_counter() - t0)
         if r + 1 < args.repeat:
             dst.drop(did)
+    rid = SessionId(f"rebuilt-{n}")
+    dst.import_kv(rid, tokens, None)
     moved = dst.generate(did, " and then", opts)
+    rebuilt = dst.generate(rid, " and then", opts)
     stayed = src.generate(sid, " and then", opts)
     identical = used and moved.text == stayed.text and dst.tokens(did) == src.tokens(sid)
-    src.drop(sid)
-    dst.drop(did)
+    for e, s in ((src, sid), (dst, did), (dst, rid)):
+        e.drop(s)
     return {
         "ctx_tokens": n,
         "reprefill_s": reprefill,
@@ -75,6 +81,7 @@ def _one(src: LlamaEngine, dst: LlamaEngine, n: int, args: argparse.Namespace) -
         "ratio": reprefill / imp if imp > 0 else float("inf"),
         "identical": identical,
         "blob_used": used,
+        "rebuilt_identical": rebuilt.text == stayed.text,
     }
 
 
