@@ -178,6 +178,11 @@ class NodeStore:
                 db.execute("UPDATE agents SET meta = ?, updated = ? WHERE agent_id = ?", (codec.encode(meta), time.time(), agent_id))
             db.execute("DELETE FROM images WHERE agent_id = ?", (agent_id,))  # a cache: rebuilt from the journal
 
+    def put_image(self, agent_id: str, image: MemoryImage) -> None:
+        """Store a newer memory image (a cache that bounds the replay after a restart)."""
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO images VALUES (?, ?)", (agent_id, codec.encode(image.to_wire())))
+
     def set_status(self, agent_id: str, status: str, *, exit_code: int | None = None, error: str | None = None,
                    stdout: bytes | None = None, stderr: bytes | None = None) -> None:
         with self._lock:

@@ -118,7 +118,7 @@ class AgentManager:
 
     async def _resume_stored(self) -> None:
         assert self._store is not None
-        rows = await trio.to_thread.run_sync(self._store.agents, ("running", "ready"))
+        rows = await trio.to_thread.run_sync(self._store.agents, ("running", "ready", "idle"))
         for row in rows:
             try:
                 snap = await trio.to_thread.run_sync(self._store.load_agent, row.agent_id)
@@ -217,7 +217,7 @@ class AgentManager:
                 lambda: self._store.set_status(agent.agent_id, stored, exit_code=outcome.exit_code,  # type: ignore[union-attr]
                                                error=outcome.error_message, stdout=outcome.stdout, stderr=outcome.stderr)
             )
-        if outcome.status in ("exited", "failed", "killed"):
+        if outcome.status in ("exited", "failed", "killed", "idle"):
             rec.terminal.set()
         self._pulse()
 
@@ -339,6 +339,36 @@ class AgentManager:
                 await trio.to_thread.run_sync(lambda: self._store.set_status(agent_id, "killed"))  # type: ignore[union-attr]
             self._pulse()
         return self.info(agent_id)
+
+    async def invoke(self, agent_id: str, export: str, *args: int) -> int | float | None:
+        """Call an entry point of an idle reactor agent; then store a fresh memory image."""
+        rec = self._record(agent_id)
+        if rec.active or rec.agent.status != "idle":
+            raise AgentError(f"agent {agent_id} is {rec.agent.status}; only idle reactor agents can be invoked")
+        agent = rec.agent
+        rec.active = True
+        agent.status = "running"
+        await self._slots.acquire_on_behalf_of(agent_id)
+        try:
+            result = await trio.to_thread.run_sync(lambda: agent.invoke(export, *args), limiter=self._threads)
+            agent.status = "idle"
+        except Suspend:
+            agent.status = "suspended"
+            raise
+        except AgentError as exc:
+            agent.status = "failed"
+            agent.error_text = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            self._slots.release_on_behalf_of(agent_id)
+            rec.active = False
+            rec.outcome = agent.outcome()
+            self._pulse()
+        if self._store is not None:
+            image = await trio.to_thread.run_sync(lambda: agent.snapshot(include_module=False).image)
+            if image is not None:
+                await trio.to_thread.run_sync(lambda: self._store.put_image(agent_id, image))  # type: ignore[union-attr]
+        return result
 
     async def checkpoint(self, agent_id: str, label: str) -> int:
         agent = self._record(agent_id).agent

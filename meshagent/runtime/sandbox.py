@@ -303,6 +303,8 @@ class Agent:
                 result: int | float | None = 0
                 for name in plan[done:]:
                     result = self._invoke_live(name, ())
+                if entry is None:
+                    return self._end("idle", None, None)  # waits for the node to call its entry points
                 return self._end("exited", result if isinstance(result, int) else 0, None)
             except AgentExit as exc:
                 return self._end("exited", exc.code, None)
@@ -322,7 +324,10 @@ class Agent:
                 return self._end("failed", None, AgentError(f"host failure while running the agent: {exc!r}"))
 
     def invoke(self, export: str, *args: int) -> int | float | None:
-        """Reactor agents: call one exported entry point (journaled as ``@invoke``)."""
+        """Reactor agents: call one exported entry point (journaled as ``@invoke``).
+
+        Errors (limits, traps, :class:`Suspend`) propagate; the Store is then discarded.
+        """
         first = True
         while True:
             try:

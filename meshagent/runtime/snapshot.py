@@ -27,7 +27,8 @@ SNAPSHOT_VERSION: Final = 1
 PAGE: Final = 1 << 16
 MAX_SNAPSHOT_BYTES: Final = 1 << 30
 MAX_MEMORY_BYTES: Final = 1 << 32
-STATUSES: Final = ("ready", "running", "suspended", "exited", "failed", "killed")
+STATUSES: Final = ("ready", "running", "idle", "suspended", "exited", "failed", "killed")
+"""``idle``: a reactor agent waiting for the node to call one of its entry points."""
 _ZERO_PAGE: Final = bytes(PAGE)
 
 

@@ -47,7 +47,7 @@ class ScriptedLlm:
                     return f"{int(digest[:2], 16) % 10} out of 9"
                 return reply
         text = f"reply-{digest[:12]}"
-        return text * 40 if self.long_answers else text
+        return text * 300 if self.long_answers else text
 
     def embed(self, agent_id: str, text: str) -> list[float]:
         raw = hashlib.sha256(text.encode()).digest()

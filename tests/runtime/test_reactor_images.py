@@ -19,7 +19,7 @@ def _agent(modules: ModuleCache, snap: AgentSnapshot) -> Agent:
 def test_reactor_image_restores_state_without_replay(wasm: Callable[[str], bytes], modules: ModuleCache) -> None:
     agent = _agent(modules, new_snapshot(modules, wasm("reactor")))
     assert agent.style == "reactor"
-    assert agent.run().status == "exited"  # _initialize
+    assert agent.run().status == "idle"  # _initialize ran; waiting for entry-point calls
     first = agent.invoke("add", 5)
     second = agent.invoke("add", 7)
     assert isinstance(first, int) and isinstance(second, int) and second > first
@@ -64,3 +64,40 @@ def test_rollback_before_the_image_drops_it(wasm: Callable[[str], bytes], module
     assert agent.image is None or agent.image.position <= len(agent.journal)
     agent.run()
     assert agent.invoke("get") == 0
+
+
+def test_manager_invokes_reactors_and_restores_them_from_store_images(
+    tmp_path, wasm: Callable[[str], bytes], modules: ModuleCache  # type: ignore[no-untyped-def]
+) -> None:
+    import trio
+
+    from meshagent.node.store import NodeStore
+    from meshagent.runtime.manager import AgentManager
+
+    async def first_life() -> tuple[str, int | float | None]:
+        manager = AgentManager(modules=modules, services=ScriptedLlm(), store=NodeStore.open(tmp_path))
+        async with trio.open_nursery() as nursery:
+            await nursery.start(manager.run)
+            agent_id = await manager.launch(wasm("reactor"), args=["reactor"])
+            assert (await manager.wait(agent_id)).status == "idle"
+            await manager.invoke(agent_id, "add", 3)
+            total = await manager.invoke(agent_id, "add", 4)
+            nursery.cancel_scope.cancel()
+        return agent_id, total
+
+    agent_id, total = trio.run(first_life)
+    store = NodeStore.open(tmp_path)
+    snap = store.load_agent(agent_id)
+    assert snap.image is not None and snap.image.position == len(snap.journal)
+
+    async def second_life() -> None:
+        services = ScriptedLlm()
+        manager = AgentManager(modules=ModuleCache(modules.engine), services=services, store=store)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(manager.run)
+            assert (await manager.wait(agent_id)).status == "idle"
+            assert await manager.invoke(agent_id, "get") == total
+            nursery.cancel_scope.cancel()
+        assert services.calls == []  # restored from the image, nothing replayed live
+
+    trio.run(second_life)

@@ -111,3 +111,21 @@ def test_build_reports_compiler_errors(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "meshagent", "build", str(bad), "-o", str(tmp_path / "x.wasm")],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 1 and "too few arguments" in done.stderr
+
+
+@pytest.mark.parametrize("verify", [False, True], ids=["plain", "verify-replay"])
+def test_too_small_buffer_consumes_nothing(wasm: Callable[[str], bytes], project_dir: Path, verify: bool) -> None:
+    from meshagent.runtime.local import run_local
+    from meshagent.runtime.vfs import VirtualFs
+
+    services = ScriptedLlm(long_answers=True)
+    result = run_local(wasm("code_review"), args=["code_review"], vfs=VirtualFs.from_directory(project_dir),
+                       services=services, verify_replay=verify)
+    (outcome,) = result.outcomes
+    assert outcome.exit_code == 0
+    # code_review first offers a 4 KiB buffer, gets -(bytes needed), then asks again with a bigger one:
+    # the LLM was asked once per file and the second call got the same answer.
+    assert len(services.calls) == 4
+    first_answer = services.llm("x", services.calls[0][1], services.calls[0][2])
+    assert len(first_answer) > 4096
+    assert first_answer[:4096].encode() in outcome.stdout
