@@ -344,11 +344,14 @@ def verify_header(
     min_generation: int = 0,
     expected_sender: PeerId | None = None,
     as_sender: bool = False,
+    check_expiry: bool = True,
 ) -> SnapshotHeader:
     """Verify a header envelope; return the header. Nothing is decoded before the signature passes.
 
     With ``as_sender`` the sender checks its own escrow copy: ``me`` must be
     the sender and the expiry is not checked (its own copy never expires).
+    ``check_expiry=False`` is for a copy this node already accepted and stored:
+    expiry bounds how long an *offer* is valid, not how long a stored copy is.
     Raises FrameTooLarge, DecodeError, SignatureError, WrongRecipient,
     ExpiredError or StaleError.
     """
@@ -363,7 +366,7 @@ def verify_header(
         return header
     if header.recipient != me or header.recipient_key != my_sealing_key:
         raise WrongRecipient(f"snapshot of {header.agent_id} is sealed for {header.recipient}, not for this node")
-    if header.expires_at <= now:
+    if check_expiry and header.expires_at <= now:
         raise ExpiredError(f"snapshot of {header.agent_id} expired {now - header.expires_at:.1f} s ago")
     if header.issued_at > now + MAX_CLOCK_SKEW_S or header.expires_at - header.issued_at > limits.max_ttl_s:
         raise ExpiredError(f"snapshot of {header.agent_id} has implausible issue/expiry times")
@@ -520,6 +523,7 @@ class SnapshotReader:
         skip: frozenset[str] = frozenset(),
         header_blob: bytes | None = None,
         as_sender: bool = False,
+        check_expiry: bool = True,
     ) -> None:
         if mode not in ("verify", "open"):
             raise ValueError("mode must be 'verify' or 'open'")
@@ -532,6 +536,7 @@ class SnapshotReader:
         self._open = mode == "open"
         self._skip = skip
         self._as_sender = as_sender
+        self._check_expiry = check_expiry
         self._buf = bytearray()
         self._failed = False
         self._done = False
@@ -555,6 +560,7 @@ class SnapshotReader:
         header = verify_header(
             blob, me=self._me, my_sealing_key=my_pub, now=self._now, limits=self._limits,
             min_generation=self._min_gen, expected_sender=self._expected_sender, as_sender=self._as_sender,
+            check_expiry=self._check_expiry,
         )
         bad = self._skip - {s.name for s in header.sections}
         if bad:

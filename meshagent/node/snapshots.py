@@ -1,0 +1,132 @@
+"""Adapter: an agent frozen by the runtime ⇄ the sections of a sealed snapshot.
+
+Sections (see :mod:`meshagent.protocol.snapshot` for sealing):
+
+``meta``     CBOR: ids, args, env, labels, rollbacks, status, plus the agent
+             metadata that placement needs (owner, privacy class, policy)
+``module``   the WebAssembly bytes — cacheable: omitted from the body when the
+             receiver already holds its sha256 (it says so in ``Accept``)
+``journal``  the journal (CBOR, the truth)
+``image``    the memory image (CBOR), a cache; absent when there is none
+``vfs``      the virtual files (CBOR)
+``kv``       KV-cache blobs (CBOR map session → blob) — only sealed for a
+             receiver that advertises the same model hash
+
+Decoding happens only after the sealed bytes were authenticated, and still
+goes through the strict codec with each section's declared size as its cap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+from meshagent.errors import DecodeError, HandoffError, MeshError, SealError
+from meshagent.protocol import codec
+from meshagent.protocol.snapshot import SnapshotHeader
+from meshagent.runtime.snapshot import AgentSnapshot
+
+__all__ = ["AgentMeta", "FrozenAgent", "CACHEABLE", "to_sections", "from_sections", "module_sha256_of"]
+
+CACHEABLE: Final = frozenset({"module"})
+PRIVACY_CLASSES: Final = ("private", "lan", "any")
+
+
+@dataclass(frozen=True, slots=True)
+class AgentMeta:
+    """Who the agent belongs to and how it may be placed."""
+
+    owner: str = ""
+    privacy: str = "any"
+    policy: str = "balanced"
+
+
+@dataclass(frozen=True, slots=True)
+class FrozenAgent:
+    """What the runtime hands over when it freezes an agent, and what it adopts."""
+
+    snapshot: AgentSnapshot
+    """Must carry the module bytes when frozen (the adapter drops them for a receiver that has them)."""
+    meta: AgentMeta = field(default_factory=AgentMeta)
+    kv_model_hash: str | None = None
+    kv_blobs: tuple[tuple[str, bytes], ...] = ()
+
+    @property
+    def agent_id(self) -> str:
+        return self.snapshot.agent_id
+
+
+def module_sha256_of(agent: FrozenAgent) -> str:
+    return agent.snapshot.module_sha256
+
+
+def to_sections(agent: FrozenAgent, *, include_kv: bool) -> list[tuple[str, bytes]]:
+    """The sections to seal; KV blobs only when ``include_kv`` (same model on the receiver)."""
+    snap = agent.snapshot
+    wire = snap.to_wire()
+    meta = {k: v for k, v in wire.items() if k not in ("module", "journal", "image", "vfs")}
+    meta.update(owner=agent.meta.owner, privacy=agent.meta.privacy, policy=agent.meta.policy,
+                kv_model_hash=agent.kv_model_hash if include_kv else None)
+    sections: list[tuple[str, bytes]] = [("meta", codec.encode(meta))]
+    if snap.module is not None:
+        sections.append(("module", snap.module))
+    sections.append(("journal", snap.journal.encode()))
+    if snap.image is not None:
+        sections.append(("image", codec.encode(snap.image.to_wire())))
+    sections.append(("vfs", codec.encode(snap.vfs.to_wire())))
+    if include_kv and agent.kv_blobs:
+        sections.append(("kv", codec.encode(dict(agent.kv_blobs))))
+    return sections
+
+
+def _decode(name: str, data: bytes, depth: int) -> codec.Value:
+    try:
+        return codec.decode(data, max_size=max(1, len(data)), max_depth=depth)
+    except DecodeError as exc:
+        raise SealError(f"section {name!r} of an authenticated snapshot is malformed: {exc}") from exc
+
+
+def from_sections(sections: Mapping[str, bytes], header: SnapshotHeader) -> FrozenAgent:
+    """Rebuild the agent from opened sections; ``module`` may be absent (the receiver holds it)."""
+    try:
+        meta = _decode("meta", sections["meta"], 6)
+        if not isinstance(meta, dict):
+            raise SealError("the meta section must be a map")
+        wire: dict[str | int, object] = dict(meta)
+        for key in ("owner", "privacy", "policy", "kv_model_hash"):
+            wire.pop(key, None)
+        module = sections.get("module")
+        if module is not None and hashlib.sha256(module).hexdigest() != header.module_sha256:
+            raise SealError("the module section does not match the module sha256 in the signed header")
+        wire["module"] = module
+        wire["journal"] = _decode("journal", sections["journal"], 4)
+        wire["image"] = _decode("image", sections["image"], 8) if "image" in sections else None
+        wire["vfs"] = _decode("vfs", sections["vfs"], 2)
+        snapshot = AgentSnapshot.from_wire(wire)  # type: ignore[arg-type]
+        kv: tuple[tuple[str, bytes], ...] = ()
+        if "kv" in sections:
+            blobs = _decode("kv", sections["kv"], 2)
+            if not isinstance(blobs, dict) or not all(isinstance(k, str) and isinstance(v, bytes) for k, v in blobs.items()):
+                raise SealError("the kv section must map session names to blobs")
+            kv = tuple(sorted(blobs.items()))  # type: ignore[arg-type]
+    except KeyError as exc:
+        raise SealError(f"snapshot lacks the {exc.args[0]!r} section") from exc
+    except SealError:
+        raise
+    except MeshError as exc:
+        raise HandoffError(f"snapshot of {header.agent_id} does not describe a valid agent: {exc}") from exc
+    if snapshot.agent_id != header.agent_id or snapshot.module_sha256 != header.module_sha256:
+        raise SealError("the snapshot's content does not match its signed header")
+    privacy = meta.get("privacy", "any")
+    return FrozenAgent(
+        snapshot=snapshot,
+        meta=AgentMeta(
+            owner=str(meta.get("owner", "")),
+            privacy=privacy if privacy in PRIVACY_CLASSES else "private",
+            policy=str(meta.get("policy", "balanced")),
+        ),
+        kv_model_hash=meta.get("kv_model_hash") if isinstance(meta.get("kv_model_hash"), str) else None,  # type: ignore[arg-type]
+        kv_blobs=kv,
+    )
