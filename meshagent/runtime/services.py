@@ -216,4 +216,8 @@ class EngineServices:
 
     def fork(self, parent_id: str, child_ids: Sequence[str]) -> None:
         for child in child_ids:
-            self._engine.fork(SessionId(parent_id), SessionId(child))
+            try:
+                self._engine.fork(SessionId(parent_id), SessionId(child))
+            except InferenceError as exc:
+                # No conversation yet (the parent never called the LLM): children start fresh.
+                log.debug("no LLM session to fork from %s: %s", parent_id, exc)
