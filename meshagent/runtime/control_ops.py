@@ -53,10 +53,19 @@ def control_handlers(manager: AgentManager) -> dict[str, Handler]:
         return {"agent_id": root, "agents": [o.to_json() for o in outcomes]}
 
     async def agents(params: dict[str, Any], emit: Emit) -> dict[str, Any]:
-        return {"agents": [info.to_json() for info in manager.agents()]}
+        live = manager.agents()
+        known = frozenset(info.agent_id for info in live)
+        stored = await trio.to_thread.run_sync(manager.stored_agents, known)
+        return {"agents": [info.to_json() for info in [*live, *stored]]}
 
     async def logs(params: dict[str, Any], emit: Emit) -> dict[str, Any]:
         agent_id = _str(params, "agent_id")
+        stored = None
+        if agent_id not in {info.agent_id for info in manager.agents()}:
+            stored = await trio.to_thread.run_sync(manager.stored_outputs, agent_id)
+        if stored is not None:
+            return {"agent_id": agent_id, "status": "stored", "stdout": stored[0].decode("utf-8", "replace"),
+                    "stderr": stored[1].decode("utf-8", "replace")}
         outcome = manager.outcome(agent_id)
         return {
             "agent_id": agent_id,

@@ -275,7 +275,26 @@ class AgentManager:
         return AgentInfo(a.agent_id, a.parent_id, a.status, len(a.journal), a.exit_code, error, a.loaded.sha256)
 
     def agents(self) -> list[AgentInfo]:
-        return [self.info(agent_id) for agent_id in self._records]
+        """The agents in memory (call from the trio thread)."""
+        return [self.info(agent_id) for agent_id in list(self._records)]
+
+    def stored_agents(self, exclude: frozenset[str] = frozenset()) -> list[AgentInfo]:
+        """Agents known only to the store, from earlier lives of the node (blocking: use a thread)."""
+        if self._store is None:
+            return []
+        return [
+            AgentInfo(r.agent_id, r.parent_id, r.status, r.host_calls, r.exit_code, r.error, r.module_sha256)
+            for r in self._store.agents()
+            if r.agent_id not in exclude
+        ]
+
+    def stored_outputs(self, agent_id: str) -> tuple[bytes, bytes] | None:
+        """stdout/stderr of an agent known only to the store (blocking: use a thread)."""
+        if self._store is None:
+            return None
+        if not any(r.agent_id == agent_id for r in self._store.agents()):
+            return None
+        return self._store.outputs(agent_id)
 
     def family(self, root: str) -> list[str]:
         """``root`` and all its descendants, parents before children."""

@@ -74,6 +74,10 @@ def test_node_restart_resumes_running_agents_from_their_last_host_call(
     (row,) = store.agents()
     assert row.status == "exited"
     assert store.outputs(agent_id)[0] == expected.stdout
+    # A later life of the node still lists it (`meshagent agents`, `meshagent logs`) without running it.
+    later = AgentManager(modules=modules, store=store)
+    assert [(i.agent_id, i.status) for i in later.stored_agents()] == [(agent_id, "exited")]
+    assert later.stored_outputs(agent_id) == (expected.stdout, expected.stderr)
 
 
 async def test_control_ops_over_the_control_socket(tmp_path: Path, build: Callable[[str], Path], modules: ModuleCache) -> None:
