@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Final
 from meshagent.errors import AgentError, CheckpointNotFound
 from meshagent.protocol import codec
 from meshagent.runtime.journal import digest
-from meshagent.runtime.services import parse_llm_options
+from meshagent.runtime.services import ReplayAware, parse_llm_options
 
 if TYPE_CHECKING:
     from meshagent.runtime.sandbox import HostCalls
@@ -83,7 +83,11 @@ def mesh_functions(h: HostCalls) -> dict[str, tuple[str, Callable[..., int | Non
         def produce() -> bytes:
             return h.services.llm(h.agent_id, text.decode("utf-8", "replace"), options).encode()
 
-        return answered("llm", (text, *[str(x) for x in options.to_wire()]), out, cap, 1, produce)
+        ret = answered("llm", (text, *[str(x) for x in options.to_wire()]), out, cap, 1, produce)
+        if ret >= 0 and h.from_journal and isinstance(h.services, ReplayAware):
+            answer = h.mem().read(_u(out), ret)
+            h.services.llm_replayed(h.agent_id, text.decode("utf-8", "replace"), answer.decode("utf-8", "replace"), options)
+        return ret
 
     def llm_options(ptr: int, length: int) -> int:
         m = h.mem()

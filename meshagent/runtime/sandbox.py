@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import replace
 from typing import TypeAlias
@@ -107,7 +106,8 @@ class Agent:
         self._memory: wasmtime.Memory | None = None
         self._in_guest = False
         self._replaying = False
-        self._lock = threading.Lock()
+        self.from_journal = False
+        """Whether the latest host call was answered from the journal (replay) rather than live."""
         table = {**{("wasi_snapshot_preview1", k): v for k, v in wasi_functions(self).items()},
                  **{("mesh", k): v for k, v in mesh_functions(self).items()}}
         self._functions = table
@@ -224,6 +224,7 @@ class Agent:
                     f"{what}; the module, its inputs or the journal differ from the recorded run"
                 )
             self._pos = pos + 1
+            self.from_journal = True
             if nondet:
                 return (entry.ret if entry.ret is not None else 0), entry.data
             self._replaying = True
@@ -237,6 +238,7 @@ class Agent:
                     f"but the journal recorded {entry.ret}"
                 )
             return ret, data
+        self.from_journal = False
         self._before_live()
         ret, data = live()
         entry = Entry(name, dig, ret, data if nondet else None)

@@ -36,6 +36,7 @@ __all__ = [
     "NoServices",
     "World",
     "RealWorld",
+    "ReplayAware",
 ]
 
 log = logging.getLogger(__name__)
@@ -164,6 +165,19 @@ class HostServices(Protocol):
     def fork(self, parent_id: str, child_ids: Sequence[str]) -> None:
         """The agent forked: children continue the parent's conversation (share its KV prefix)."""
         ...
+
+
+@runtime_checkable
+class ReplayAware(Protocol):
+    """Optional: services that want to see the LLM steps a replay answers from the journal.
+
+    A restored agent's engine session is empty (replay does not call the engine).
+    Services implementing this get each replayed step (prompt and recorded answer) in
+    order, and can rebuild the conversation — by prefill, or from a KV blob — before
+    the agent's next live ``mesh_llm``.
+    """
+
+    def llm_replayed(self, agent_id: str, prompt: str, answer: str, options: LlmOptions) -> None: ...
 
 
 class NoServices:

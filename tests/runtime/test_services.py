@@ -129,3 +129,25 @@ def test_too_small_buffer_consumes_nothing(wasm: Callable[[str], bytes], project
     first_answer = services.llm("x", services.calls[0][1], services.calls[0][2])
     assert len(first_answer) > 4096
     assert first_answer[:4096].encode() in outcome.stdout
+
+
+class ReplayRecorder(ScriptedLlm):
+    def __init__(self) -> None:
+        super().__init__()
+        self.replayed: list[tuple[str, str, str]] = []
+
+    def llm_replayed(self, agent_id: str, prompt: str, answer: str, options: LlmOptions) -> None:
+        self.replayed.append((agent_id, prompt, answer))
+
+
+def test_replay_aware_services_see_the_replayed_llm_steps(wasm: Callable[[str], bytes], modules: ModuleCache) -> None:
+    from meshagent.runtime.sandbox import Agent
+    from meshagent.runtime.snapshot import AgentSnapshot
+
+    first = ScriptedLlm()
+    outcome, agent = run_alone(modules, wasm("retry"), services=first)
+    recorder = ReplayRecorder()
+    again = Agent(AgentSnapshot.from_bytes(agent.snapshot().to_bytes()), modules=modules, services=recorder)
+    assert again.run().stdout == outcome.stdout
+    assert recorder.calls == []  # nothing live
+    assert [(p, a) for _, p, a in recorder.replayed] == [(p, first.llm("x", p, o)) for _, p, o in first.calls[-1:]]
