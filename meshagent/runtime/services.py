@@ -184,7 +184,10 @@ class NoServices:
     """Services of a node with no engine: every LLM, embed or tool call fails clearly."""
 
     def llm(self, agent_id: str, prompt: str, options: LlmOptions) -> str:
-        raise InferenceError("this node has no LLM engine loaded; start the node with a model or run the agent on a node that has one")
+        raise InferenceError(
+            "no LLM engine is loaded: give `meshagent run --local` a model (--model MODEL.gguf), "
+            "or run the agent on a node that has one"
+        )
 
     def embed(self, agent_id: str, text: str) -> Sequence[float]:
         raise InferenceError("this node has no embedding model loaded")
