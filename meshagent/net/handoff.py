@@ -59,6 +59,8 @@ __all__ = [
     "resend_commit",
     "body_ranges",
     "read_container_header",
+    "reach",
+    "open_handoff_stream",
     "HANDOFF_PROTOCOL",
 ]
 
@@ -115,6 +117,47 @@ def body_ranges(path: Path, header: snap.SnapshotHeader, skip: frozenset[str]) -
     return ranges
 
 
+# --- reaching a peer ------------------------------------------------------------------
+
+
+def _forget_failures(host: MeshHost, peer: PeerId) -> None:
+    """Let a peer that restarted be dialled again at once.
+
+    py-libp2p keeps peers whose addresses all failed in a 60 s negative cache;
+    a handoff peer that restarts (the recovery case) must not wait that long.
+    MeshHost has no method for it yet, so this reaches through it defensively.
+    TODO(host owner): add ``MeshHost.forget_failures(peer)`` and call it here.
+    """
+    try:
+        from libp2p.peer.id import ID
+
+        host._host.get_network().unblock_peer(ID.from_base58(peer))  # type: ignore[attr-defined]  # noqa: SLF001
+    except Exception as exc:  # best effort: an older/newer py-libp2p may lack it
+        log.debug("cannot clear the dial cache for %s: %s", peer, exc)
+
+
+async def reach(host: MeshHost, peer: PeerId, addrs: tuple[str, ...] | list[str]) -> bool:
+    """Make sure we can open streams to ``peer``: forget past dial failures, dial if needed."""
+    _forget_failures(host, peer)
+    if host.is_connected(peer):
+        return True
+    return await host.dial(peer, list(addrs))
+
+
+async def open_handoff_stream(host: MeshHost, peer: PeerId, addrs: tuple[str, ...] | list[str] = ()) -> Stream:
+    """Open a handoff stream; on failure drop the (possibly dead) connection, re-dial once and retry."""
+    try:
+        return await host.open_stream(peer, HANDOFF_PROTOCOL)
+    except Exception as exc:  # py-libp2p raises assorted types for dead connections
+        log.debug("opening a handoff stream to %s failed (%s); re-dialling", peer, exc)
+    await host.disconnect(peer)
+    await reach(host, peer, addrs)
+    try:
+        return await host.open_stream(peer, HANDOFF_PROTOCOL)
+    except Exception as exc:  # still unreachable
+        raise HandoffError(f"cannot open a handoff stream to {peer}: {exc}") from exc
+
+
 # --- framed messages -----------------------------------------------------------------
 
 
@@ -160,6 +203,7 @@ async def send_snapshot(
     progress: Progress = _no_progress,
     allow_bulk: bool = True,
     timeout: float = MESSAGE_TIMEOUT_S,
+    addrs: tuple[str, ...] = (),
 ) -> SendResult:
     """Hand the sealed container at ``path`` to ``peer``.
 
@@ -168,10 +212,7 @@ async def send_snapshot(
     thaws). After ``Stored`` it never raises for network errors.
     """
     machine = HandoffSender(header.agent_id, header.generation)
-    try:
-        stream = await host.open_stream(peer, HANDOFF_PROTOCOL)
-    except Exception as exc:  # py-libp2p raises assorted types when a peer is unreachable
-        raise HandoffError(f"cannot open a handoff stream to {peer}: {exc}") from exc
+    stream = await open_handoff_stream(host, peer, addrs)
     try:
         return await _run_sender(stream, machine, path, header, header_blob, hooks, progress, allow_bulk, timeout)
     finally:
@@ -410,10 +451,10 @@ async def _receive_body(
 # --- recovery streams ------------------------------------------------------------------
 
 
-async def query_sender(host: MeshHost, peer: PeerId, agent_id: str, generation: int) -> str:
+async def query_sender(host: MeshHost, peer: PeerId, agent_id: str, generation: int, addrs: tuple[str, ...] = ()) -> str:
     """Rule R2: ask the sender what it decided. Raises HandoffError when it cannot be asked."""
     try:
-        stream = await host.open_stream(peer, HANDOFF_PROTOCOL)
+        stream = await open_handoff_stream(host, peer, addrs)
         try:
             await _send(stream, hp.encode(Query(agent_id, generation)))
             reply = await _receive(stream)
@@ -429,10 +470,10 @@ async def query_sender(host: MeshHost, peer: PeerId, agent_id: str, generation: 
     raise HandoffError(f"{peer} answered a query about {agent_id} with {reply!r}")
 
 
-async def resend_commit(host: MeshHost, peer: PeerId, agent_id: str, generation: int) -> bool:
+async def resend_commit(host: MeshHost, peer: PeerId, agent_id: str, generation: int, addrs: tuple[str, ...] = ()) -> bool:
     """Rule S3: re-send Commit; True when the receiver answers Resumed."""
     try:
-        stream = await host.open_stream(peer, HANDOFF_PROTOCOL)
+        stream = await open_handoff_stream(host, peer, addrs)
         try:
             await _send(stream, hp.encode(Commit(agent_id, generation)))
             reply = await _receive(stream)

@@ -354,10 +354,13 @@ class HandoffManager:
 
         self._nursery.start_soon(run)
 
+    def _addrs(self, peer: str) -> tuple[str, ...]:
+        info = self._peers(PeerId(peer))
+        return info.addrs if info is not None else ()
+
     async def _reach(self, peer: PeerId) -> None:
         info = self._peers(peer)
-        if info is not None and not self._host.is_connected(peer):
-            await self._host.dial(peer, info.addrs)
+        await wire.reach(self._host, peer, info.addrs if info is not None else ())
 
     # --- sender --------------------------------------------------------------------
 
@@ -381,7 +384,7 @@ class HandoffManager:
             try:
                 result = await wire.send_snapshot(
                     self._host, to, Path(row.path), sealed.header, sealed.header_blob, _SenderSide(self, row),
-                    progress=progress, allow_bulk=self._allow_bulk,
+                    progress=progress, allow_bulk=self._allow_bulk, addrs=info.addrs,
                 )
             except BaseException:
                 with trio.CancelScope(shield=True):
@@ -395,20 +398,23 @@ class HandoffManager:
         }
 
     async def _seal_out(self, agent_id: str, to: PeerId, info: HandoffPeer, emit: Emit) -> tuple[Row, snap.SealedSnapshot]:
+        if not self._custody.holds(agent_id):
+            raise AgentNotFound(f"no agent {agent_id} on this node")
         generation = await self._db(self.store.highest, agent_id) + 1
-        frozen = await self._custody.freeze(agent_id)
+        path = self._dir / "out" / f"{_fname(agent_id, generation)}.sealed"
+        row = Row("sender", agent_id, generation, to, "offered", str(path), frozenset())
+        # Persisted before the freeze: a crash from here on is recovered by rule S1 (thaw).
+        await self._db(self.store.see, agent_id, generation)
+        await self._db(self.store.put, row)
         try:
+            frozen = await self._custody.freeze(agent_id)
             await emit({"phase": "sealing", "done": 0, "total": 0})
             include_kv = frozen.kv_model_hash is not None and frozen.kv_model_hash in info.model_hashes
             sealed = self._seal(frozen, generation, to, info.sealing_key, include_kv)
-            path = self._dir / "out" / f"{_fname(agent_id, generation)}.sealed"
             await trio.to_thread.run_sync(_write_container, sealed, path)
-            row = Row("sender", agent_id, generation, to, "offered", str(path), frozenset())
-            await self._db(self.store.see, agent_id, generation)
-            await self._db(self.store.put, row)
         except BaseException:
             with trio.CancelScope(shield=True):
-                await self._custody.thaw(agent_id)
+                await self._abort_sender(row)
             raise
         return row, sealed
 
@@ -449,6 +455,7 @@ class HandoffManager:
         else:
             log.error("aborted handoff of %s: the runtime lost it and the escrow copy is gone", row.agent_id)
         _unlink(row.path)
+        _unlink(Path(row.path).with_suffix(".tmp"))
 
     async def _sender_stored(self, row: Row) -> None:
         """Rule S2: the receiver holds a durable copy — commit, never thaw again."""
@@ -464,7 +471,7 @@ class HandoffManager:
         """Rule S3: re-send Commit until the receiver answers Resumed."""
         while True:
             await self._reach(PeerId(row.peer))
-            if await wire.resend_commit(self._host, PeerId(row.peer), row.agent_id, row.generation):
+            if await wire.resend_commit(self._host, PeerId(row.peer), row.agent_id, row.generation, self._addrs(row.peer)):
                 await self._sender_done(row)
                 log.info("handoff of %s@%d to %s completed after recovery", row.agent_id, row.generation, row.peer)
                 return
@@ -584,7 +591,8 @@ class HandoffManager:
                 return
             try:
                 await self._reach(PeerId(row.peer))
-                decision = await wire.query_sender(self._host, PeerId(row.peer), row.agent_id, row.generation)
+                decision = await wire.query_sender(self._host, PeerId(row.peer), row.agent_id, row.generation,
+                                                   self._addrs(row.peer))
             except HandoffError as exc:
                 log.debug("asking %s about %s: %s", row.peer, row.agent_id, exc)
                 await trio.sleep(self._retry)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 from pathlib import Path
 
 from meshagent.errors import AgentNotFound
@@ -35,8 +36,7 @@ def make_agent(agent_id: str = "agent-1", *, steps: int = 20, vfs_bytes: int = 0
     entries = [Entry("mesh_llm", digest("mesh_llm", i), i, f"answer {i} of {seed}".encode()) for i in range(steps)]
     files = {"notes.txt": b"private notes"}
     if vfs_bytes:
-        block = hashlib.sha256(agent_id.encode() + bytes([seed])).digest()
-        files["big.bin"] = (block * (vfs_bytes // 32 + 1))[:vfs_bytes]
+        files["big.bin"] = random.Random(f"{agent_id}/{seed}").randbytes(vfs_bytes)  # incompressible
     snap = AgentSnapshot(
         agent_id=agent_id,
         module_sha256=hashlib.sha256(MODULE).hexdigest(),

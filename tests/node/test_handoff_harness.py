@@ -1,0 +1,98 @@
+"""A minimal node process for handoff crash tests: libp2p host + HandoffManager + control API.
+
+TEST HARNESS, not a product entry point. The real node does not register the
+handoff manager yet (that wiring belongs to the node's owner); until it does,
+the crash tests run this script, with ``CustodyDouble`` standing in for the
+runtime. TODO(wiring): replace with ``NodeProcess`` (``meshagent join``) once
+``Node`` starts ``HandoffManager`` with the supervisor's ``AgentCustody``.
+
+Run: ``python -m tests.node.test_handoff_harness --data-dir D --listen MA --peers FILE [--crash-at POINT]``.
+It prints one JSON line (peer id, addrs, sealing key) when ready. ``--crash-at``
+makes the process SIGKILL itself when the manager reaches that crash point.
+``FILE`` maps peer ids to ``{"addrs": [...], "sealing_key": hex}``; it is read
+on every lookup, so the test can write it after all processes started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from meshagent.net.host import open_host
+from meshagent.node.control import ControlServer, Emit
+from meshagent.node.handoff import HandoffManager, HandoffPeer
+from meshagent.node.identity import load_or_create_identity
+from meshagent.protocol.signed import PeerId
+
+from tests.node.test_handoff_double import CustodyDouble, fingerprint, make_agent
+
+__test__ = False
+
+
+def _lookup(path: Path):  # type: ignore[no-untyped-def]
+    def lookup(peer: PeerId) -> HandoffPeer | None:
+        try:
+            book = json.loads(path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        entry = book.get(peer)
+        if entry is None:
+            return None
+        return HandoffPeer(peer, tuple(entry["addrs"]), bytes.fromhex(entry["sealing_key"]))
+
+    return lookup
+
+
+async def main(args: argparse.Namespace) -> None:
+    data_dir = Path(args.data_dir)
+    identity = load_or_create_identity(data_dir)
+    custody = CustodyDouble(data_dir)
+
+    def crash(name: str) -> None:
+        if name == args.crash_at:
+            logging.getLogger("harness").warning("crash point %s: SIGKILL", name)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    async with open_host(identity, [args.listen]) as host:
+        manager = HandoffManager(data_dir=data_dir, identity=identity, host=host, custody=custody,
+                                 peers=_lookup(Path(args.peers)), retry_s=0.3, crash_point=crash)
+
+        async def put(params: dict[str, Any], emit: Emit) -> dict[str, Any]:
+            agent = make_agent(params["agent"], vfs_bytes=int(params.get("vfs_bytes", 0)))
+            custody.put(agent)
+            return {"fingerprint": fingerprint(agent)}
+
+        async def state(params: dict[str, Any], emit: Emit) -> dict[str, Any]:
+            agent = custody.get(params["agent"])
+            return {"state": custody.state(params["agent"]), "fingerprint": fingerprint(agent) if agent else None,
+                    "may_run": manager.may_run(params["agent"])}
+
+        control = ControlServer(data_dir, {**manager.handlers(), "double_put": put, "double_state": state})
+        async with trio.open_nursery() as nursery:
+            await nursery.start(manager.run)
+            await nursery.start(control.run)
+            print(json.dumps({"peer_id": identity.peer_id, "addrs": list(host.addrs),
+                              "sealing_key": identity.sealing_public.hex()}), flush=True)
+            with trio.open_signal_receiver(signal.SIGTERM) as signals:
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--listen", required=True)
+    parser.add_argument("--peers", required=True)
+    parser.add_argument("--crash-at", default="")
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
+    if os.environ.get("MA_HARNESS_DEBUG"):
+        logging.getLogger("meshagent").setLevel(logging.DEBUG)
+    trio.run(main, parser.parse_args())
