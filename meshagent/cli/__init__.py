@@ -20,7 +20,7 @@ __all__ = ["main", "build_parser"]
 
 # Each module exposes ``register(subparsers)``; a subcommand stores its handler
 # in ``func`` which receives the parsed namespace and returns an exit status.
-_COMMAND_MODULES = ("node", "agents", "models", "bench", "demo")
+_COMMAND_MODULES = ("node", "agents", "models", "snapshot", "bench", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
