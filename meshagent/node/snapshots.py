@@ -104,7 +104,7 @@ def from_sections(sections: Mapping[str, bytes], header: SnapshotHeader) -> Froz
         wire["journal"] = _decode("journal", sections["journal"], 4)
         wire["image"] = _decode("image", sections["image"], 8) if "image" in sections else None
         wire["vfs"] = _decode("vfs", sections["vfs"], 2)
-        snapshot = AgentSnapshot.from_wire(wire)  # type: ignore[arg-type]
+        snapshot = AgentSnapshot.from_wire(wire)
         kv: tuple[tuple[str, bytes], ...] = ()
         if "kv" in sections:
             blobs = _decode("kv", sections["kv"], 2)

@@ -250,9 +250,14 @@ def decode(frame: bytes) -> Message:
             except ValueError as exc:
                 raise DecodeError(f"unknown body channel {m.get('via')!r}") from exc
             return Body(via, _count(get(m, "size", int)))
-        case 5 | 6 | 7 | 9:
-            cls = {5: Stored, 6: Commit, 7: Resumed, 9: Query}[tag]
-            return cls(_ident(get(m, "agent", str)), _count(get(m, "gen", int)))
+        case 5:
+            return Stored(_ident(get(m, "agent", str)), _count(get(m, "gen", int)))
+        case 6:
+            return Commit(_ident(get(m, "agent", str)), _count(get(m, "gen", int)))
+        case 7:
+            return Resumed(_ident(get(m, "agent", str)), _count(get(m, "gen", int)))
+        case 9:
+            return Query(_ident(get(m, "agent", str)), _count(get(m, "gen", int)))
         case 8:
             return Abort(_short(get(m, "reason", str), 512))
         case 10:

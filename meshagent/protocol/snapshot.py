@@ -55,6 +55,7 @@ import zstandard
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM768PrivateKey, MLKEM768PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -98,6 +99,9 @@ __all__ = [
     "ReaderEvent",
     "decompress_piece",
     "unwrap_data_key",
+    "SealingKey",
+    "hybrid_private_key",
+    "hybrid_public_bytes",
 ]
 
 MAGIC: Final = b"MSNAP1\n\x00"
@@ -115,6 +119,7 @@ _LEN: Final = 4
 _TAG: Final = 16
 _KEY: Final = 32
 _NAME: Final = re.compile(r"[a-z][a-z0-9_.:-]{0,63}")
+_KEY_LEN: Final = {SUITE_X25519: 32, SUITE_HYBRID: 1184 + 32}
 _SUITES: Final = {
     SUITE_X25519: (hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.CHACHA20_POLY1305),
     SUITE_HYBRID: (hpke.KEM.MLKEM768_X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.CHACHA20_POLY1305),
@@ -228,11 +233,30 @@ def _suite(name: str) -> hpke.Suite:
     return hpke.Suite(kem, kdf, aead)
 
 
-def _x25519_public(raw: bytes) -> X25519PublicKey:
+SealingKey = X25519PrivateKey | hpke.MLKEM768X25519PrivateKey
+"""A node's private sealing key: X25519, or ML-KEM-768 + X25519 for the hybrid suite."""
+
+
+def hybrid_private_key(mlkem: MLKEM768PrivateKey, x25519: X25519PrivateKey) -> hpke.MLKEM768X25519PrivateKey:
+    return hpke.MLKEM768X25519PrivateKey(mlkem, x25519)
+
+
+def hybrid_public_bytes(mlkem: MLKEM768PrivateKey, x25519: X25519PrivateKey) -> bytes:
+    """The advertised form of a hybrid sealing key: ML-KEM-768 public key (1184) | X25519 public key (32)."""
+    return mlkem.public_key().public_bytes_raw() + x25519.public_key().public_bytes_raw()
+
+
+def _public(suite: str, raw: bytes) -> X25519PublicKey | hpke.MLKEM768X25519PublicKey:
+    if len(raw) != _KEY_LEN.get(suite, -1):
+        raise SealError(f"a {suite} sealing key has {_KEY_LEN.get(suite)} bytes, not {len(raw)}")
     try:
+        if suite == SUITE_HYBRID:
+            return hpke.MLKEM768X25519PublicKey(
+                MLKEM768PublicKey.from_public_bytes(raw[:1184]), X25519PublicKey.from_public_bytes(raw[1184:])
+            )
         return X25519PublicKey.from_public_bytes(raw)
     except ValueError as exc:
-        raise SealError("a sealing key must be 32 raw X25519 bytes") from exc
+        raise SealError(f"invalid {suite} sealing key") from exc
 
 
 # --- sealing -------------------------------------------------------------------
@@ -320,8 +344,8 @@ def seal_snapshot(
         issued_at=float(now),
         expires_at=float(now + ttl_s),
         suite=suite,
-        wrapped_key=hsuite.encrypt(data_key, _x25519_public(recipient_key), info=_info(agent_id, generation, b"recipient")),
-        escrow_key=hsuite.encrypt(data_key, _x25519_public(sender_sealing_key), info=_info(agent_id, generation, b"sender")),
+        wrapped_key=hsuite.encrypt(data_key, _public(suite, recipient_key), info=_info(agent_id, generation, b"recipient")),
+        escrow_key=hsuite.encrypt(data_key, _public(suite, sender_sealing_key), info=_info(agent_id, generation, b"sender")),
         chunk_size=chunk_size,
         sections=tuple(Section(name, len(memoryview(data))) for name, data in sections),
         module_sha256=module_sha256,
@@ -409,13 +433,13 @@ def _header_from_wire(m: dict[str | int, codec.Value]) -> SnapshotHeader:
     module = get(m, "module", str)
     if len(module) > 128:
         raise DecodeError("invalid module hash")
-    rkey, skey = get(m, "rkey", bytes), get(m, "skey", bytes)
-    wkey, ekey = get(m, "wkey", bytes), get(m, "ekey", bytes)
-    if len(rkey) != _KEY or len(skey) != _KEY or not 0 < len(wkey) <= 2048 or not 0 < len(ekey) <= 2048:
-        raise DecodeError("invalid key fields")
     suite = get(m, "suite", str)
     if suite not in _SUITES:
         raise DecodeError(f"unknown HPKE suite {suite!r}")
+    rkey, skey = get(m, "rkey", bytes), get(m, "skey", bytes)
+    wkey, ekey = get(m, "wkey", bytes), get(m, "ekey", bytes)
+    if len(rkey) != _KEY_LEN[suite] or len(skey) != _KEY_LEN[suite] or not 0 < len(wkey) <= 2048 or not 0 < len(ekey) <= 2048:
+        raise DecodeError("invalid key fields")
     sender, recipient = get(m, "sender", str), get(m, "recipient", str)
     signed.public_key_from_peer_id(sender)
     signed.public_key_from_peer_id(recipient)
@@ -440,12 +464,12 @@ def _header_from_wire(m: dict[str | int, codec.Value]) -> SnapshotHeader:
     )
 
 
-def unwrap_data_key(header: SnapshotHeader, sealing_key: X25519PrivateKey, *, as_sender: bool = False) -> bytes:
+def unwrap_data_key(header: SnapshotHeader, sealing_key: SealingKey, *, as_sender: bool = False) -> bytes:
     """The data key, opened with our sealing key (as recipient, or as sender from the escrow)."""
     wrapped, role = (header.escrow_key, b"sender") if as_sender else (header.wrapped_key, b"recipient")
     try:
         key = _suite(header.suite).decrypt(wrapped, sealing_key, info=_info(header.agent_id, header.generation, role))
-    except (InvalidTag, ValueError) as exc:
+    except (InvalidTag, ValueError, TypeError) as exc:
         raise WrongRecipient(f"cannot unwrap the data key of {header.agent_id}: not sealed to this key") from exc
     if len(key) != _KEY:
         raise SealError("the unwrapped data key has the wrong length")
@@ -513,7 +537,7 @@ class SnapshotReader:
     def __init__(
         self,
         *,
-        sealing_key: X25519PrivateKey,
+        sealing_key: SealingKey,
         me: PeerId,
         now: float,
         limits: Limits = Limits(),
@@ -524,10 +548,17 @@ class SnapshotReader:
         header_blob: bytes | None = None,
         as_sender: bool = False,
         check_expiry: bool = True,
+        sealing_public: bytes | None = None,
     ) -> None:
+        """``sealing_public`` is our advertised sealing key; derived from an X25519 key when omitted."""
         if mode not in ("verify", "open"):
             raise ValueError("mode must be 'verify' or 'open'")
         self._key = sealing_key
+        if sealing_public is None:
+            if not isinstance(sealing_key, X25519PrivateKey):
+                raise ValueError("pass sealing_public with a hybrid sealing key")
+            sealing_public = sealing_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        self._pub = sealing_public
         self._me = me
         self._now = now
         self._limits = limits
@@ -556,9 +587,8 @@ class SnapshotReader:
         return self._done
 
     def _take_header(self, blob: bytes) -> None:
-        my_pub = self._key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
         header = verify_header(
-            blob, me=self._me, my_sealing_key=my_pub, now=self._now, limits=self._limits,
+            blob, me=self._me, my_sealing_key=self._pub, now=self._now, limits=self._limits,
             min_generation=self._min_gen, expected_sender=self._expected_sender, as_sender=self._as_sender,
             check_expiry=self._check_expiry,
         )

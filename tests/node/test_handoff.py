@@ -217,3 +217,28 @@ async def test_export_to_a_peer_moves_the_agent_by_file(tmp_path):
         await b.custody.release("agent-1")
         with pytest.raises(StaleError):  # the same file cannot be imported twice
             await b.manager.snapshot_import({"file": str(out)}, emit)
+
+
+async def test_falls_back_to_the_stream_when_the_side_channel_cannot_connect(tmp_path, monkeypatch):
+    from meshagent.net import handoff as wire
+
+    async def unreachable(addrs, token, *, timeout=3.0):
+        assert addrs  # the receiver did offer a side channel
+        return None
+
+    monkeypatch.setattr(wire, "connect_bulk", unreachable)
+    async with two_nodes(tmp_path) as (a, b):
+        a.custody.put(make_agent(vfs_bytes=1 << 20))
+        _, emit = await _events()
+        result = await a.manager.migrate({"agent": "agent-1", "to": b.peer_id}, emit)
+        assert result["via"] == "stream" and result["resumed"] and b.custody.state("agent-1") == "running"
+
+
+async def test_migrating_an_unknown_agent_changes_nothing(tmp_path):
+    from meshagent.errors import AgentNotFound
+
+    async with two_nodes(tmp_path) as (a, b):
+        _, emit = await _events()
+        with pytest.raises(AgentNotFound):
+            await a.manager.migrate({"agent": "ghost", "to": b.peer_id}, emit)
+        assert (await a.manager.list_handoffs({}, emit))["handoffs"] == []
