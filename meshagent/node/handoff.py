@@ -45,6 +45,7 @@ from meshagent.errors import (
     FrameTooLarge,
     HandoffError,
     MeshError,
+    PrivacyViolation,
     SignatureError,
     StaleError,
     WrongRecipient,
@@ -235,7 +236,13 @@ class HandoffManager:
         allow_bulk: bool = True,
         retry_s: float = RETRY_S,
         crash_point: Callable[[str], None] | None = None,
+        trusted: Callable[[PeerId], bool] = lambda peer: False,
+        on_lan: Callable[[PeerId], bool] = lambda peer: False,
     ) -> None:
+        """``trusted(peer)``: the peer is one of the owner's devices (trust store, paired);
+        ``on_lan(peer)``: found on this link by mDNS, reached without relays. They gate
+        ``private`` and ``lan`` agents; ``crash_point`` is a test hook called at each persisted step.
+        """
         self._dir = data_dir / "handoff"
         self._db_path = data_dir / DB_NAME
         self._identity = identity
@@ -248,6 +255,8 @@ class HandoffManager:
         self._allow_bulk = allow_bulk
         self._retry = retry_s
         self._crash = crash_point or (lambda name: None)
+        self._trusted = trusted
+        self._on_lan = on_lan
         self._store: HandoffStore | None = None
         self._db_limiter = trio.CapacityLimiter(1)
         self._locks: dict[str, trio.Lock] = {}
@@ -408,6 +417,7 @@ class HandoffManager:
         await self._db(self.store.put, row)
         try:
             frozen = await self._custody.freeze(agent_id)
+            self._check_privacy(frozen, to)
             await emit({"phase": "sealing", "done": 0, "total": 0})
             include_kv = frozen.kv_model_hash is not None and frozen.kv_model_hash in info.model_hashes
             sealed = self._seal(frozen, generation, to, info.sealing_key, include_kv)
@@ -417,6 +427,17 @@ class HandoffManager:
                 await self._abort_sender(row)
             raise
         return row, sealed
+
+    def _check_privacy(self, frozen: FrozenAgent, to: PeerId) -> None:
+        """Privacy is a hard filter on the sender: the receiver cannot see the class before it has the body."""
+        match frozen.meta.privacy:
+            case "any":
+                return
+            case "lan" if self._on_lan(to) or self._trusted(to):
+                return
+            case "private" if self._trusted(to):
+                return
+        raise PrivacyViolation(f"{frozen.agent_id} is {frozen.meta.privacy!r}: it may not move to {to}")
 
     def _seal(self, frozen: FrozenAgent, generation: int, to: PeerId, key: bytes, include_kv: bool) -> snap.SealedSnapshot:
         return snap.seal_snapshot(
@@ -627,6 +648,8 @@ class HandoffManager:
             generation = await self._db(self.store.highest, agent_id) + 1
             frozen = await self._custody.freeze(agent_id)
             try:
+                if to != self._identity.peer_id:
+                    self._check_privacy(frozen, to)
                 sealed = self._seal(frozen, generation, to, info.sealing_key, frozen.kv_model_hash in info.model_hashes)
                 size = await trio.to_thread.run_sync(_write_container, sealed, file)
                 await self._db(self.store.see, agent_id, generation)

@@ -6,13 +6,13 @@ The agent runtime is replaced by ``CustodyDouble`` (a test double, see its modul
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 import trio
 
-from meshagent.errors import HandoffError, HandoffRejected, StaleError
+from meshagent.errors import HandoffError, HandoffRejected, StaleError, WrongRecipient
 from meshagent.net.host import MeshHost, open_host
 from meshagent.node.handoff import HandoffManager, HandoffPeer
 from meshagent.node.identity import Identity, load_or_create_identity
@@ -242,3 +242,52 @@ async def test_migrating_an_unknown_agent_changes_nothing(tmp_path):
         with pytest.raises(AgentNotFound):
             await a.manager.migrate({"agent": "ghost", "to": b.peer_id}, emit)
         assert (await a.manager.list_handoffs({}, emit))["handoffs"] == []
+
+
+async def test_private_agent_does_not_leave_for_an_untrusted_peer(tmp_path):
+    from meshagent.errors import PrivacyViolation
+    from meshagent.node.snapshots import AgentMeta
+
+    async with two_nodes(tmp_path) as (a, b):
+        agent = make_agent()
+        a.custody.put(replace(agent, meta=AgentMeta(owner="alice", privacy="private")))
+        _, emit = await _events()
+        with pytest.raises(PrivacyViolation):
+            await a.manager.migrate({"agent": "agent-1", "to": b.peer_id}, emit)
+        assert a.custody.state("agent-1") == "running" and not b.custody.holds("agent-1")
+        with pytest.raises(PrivacyViolation):
+            await a.manager.snapshot_export({"agent": "agent-1", "file": str(tmp_path / "f"), "to": b.peer_id}, emit)
+        assert a.custody.state("agent-1") == "running" and not (tmp_path / "f").exists()
+        a.manager._trusted = lambda peer: peer == b.peer_id  # paired: one of the owner's devices
+        await a.manager.migrate({"agent": "agent-1", "to": b.peer_id}, emit)
+        assert b.custody.get("agent-1").meta.privacy == "private"
+
+
+async def test_receiver_keeps_only_sealed_bytes_at_rest_until_resumed(tmp_path):
+    async with two_nodes(tmp_path) as (a, b):
+        agent = make_agent(vfs_bytes=256 << 10)
+        a.custody.put(agent)
+        secret = agent.snapshot.vfs.files["big.bin"][1000:1064]
+        seen = {}
+        real = a.manager._sender_stored
+
+        async def inspect(row):
+            stored = list((b.dir / "handoff" / "in").glob("*.sealed"))
+            escrow = list((a.dir / "handoff" / "out").glob("*.sealed"))
+            seen["stored"] = [p.read_bytes() for p in stored]
+            seen["escrow"] = [p.read_bytes() for p in escrow]
+            seen["b_opens"] = b.manager._open_file(stored[0], frozenset())
+            await real(row)
+
+        a.manager._sender_stored = inspect
+        _, emit = await _events()
+        await a.manager.migrate({"agent": "agent-1", "to": b.peer_id}, emit)
+        assert len(seen["stored"]) == 1 and len(seen["escrow"]) == 1
+        for blob in seen["stored"] + seen["escrow"]:
+            assert secret not in blob and b"private notes" not in blob
+        assert fingerprint(seen["b_opens"]) == fingerprint(agent)
+        copy = tmp_path / "stolen.sealed"
+        copy.write_bytes(seen["stored"][0])
+        with pytest.raises(WrongRecipient):  # only B opens it as recipient (A holds the escrow key by design)
+            a.manager._open_file(copy, frozenset())
+        assert leftovers(b) == []
