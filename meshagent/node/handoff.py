@@ -238,10 +238,12 @@ class HandoffManager:
         crash_point: Callable[[str], None] | None = None,
         trusted: Callable[[PeerId], bool] = lambda peer: False,
         on_lan: Callable[[PeerId], bool] = lambda peer: False,
+        admit: Callable[[snap.SnapshotHeader], RejectReason | None] = lambda header: None,
     ) -> None:
         """``trusted(peer)``: the peer is one of the owner's devices (trust store, paired);
         ``on_lan(peer)``: found on this link by mDNS, reached without relays. They gate
-        ``private`` and ``lan`` agents; ``crash_point`` is a test hook called at each persisted step.
+        ``private`` and ``lan`` agents; ``admit(header)`` may refuse a verified offer
+        (e.g. ``RejectReason.FULL`` when the node has no room); ``crash_point`` is a test hook called at each persisted step.
         """
         self._dir = data_dir / "handoff"
         self._db_path = data_dir / DB_NAME
@@ -257,6 +259,7 @@ class HandoffManager:
         self._crash = crash_point or (lambda name: None)
         self._trusted = trusted
         self._on_lan = on_lan
+        self._admit = admit
         self._store: HandoffStore | None = None
         self._db_limiter = trio.CapacityLimiter(1)
         self._locks: dict[str, trio.Lock] = {}
@@ -551,6 +554,9 @@ class HandoffManager:
                     raise StaleError(f"generation {header.generation} of {header.agent_id} is not above {highest}")
                 if self._custody.holds(header.agent_id):
                     return Reject(RejectReason.BUSY, "the agent already runs here")
+                refusal = self._admit(header)
+                if refusal is not None:
+                    return Reject(refusal, "refused by this node's admission policy")
                 await self._db(self.store.see, header.agent_id, header.generation)
                 part = self._dir / "in" / f"{_fname(header.agent_id, header.generation)}.part"
                 await self._db(self.store.put, Row("receiver", header.agent_id, header.generation, peer, "receiving", str(part), frozenset()))

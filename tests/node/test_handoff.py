@@ -291,3 +291,14 @@ async def test_receiver_keeps_only_sealed_bytes_at_rest_until_resumed(tmp_path):
         with pytest.raises(WrongRecipient):  # only B opens it as recipient (A holds the escrow key by design)
             a.manager._open_file(copy, frozenset())
         assert leftovers(b) == []
+
+
+async def test_a_full_receiver_refuses_and_the_agent_stays(tmp_path):
+    async with two_nodes(tmp_path, b_kw={"admit": lambda header: RejectReason.FULL}) as (a, b):
+        a.custody.put(make_agent())
+        _, emit = await _events()
+        with pytest.raises(HandoffRejected) as info:
+            await a.manager.migrate({"agent": "agent-1", "to": b.peer_id}, emit)
+        assert info.value.reason == "full" and a.custody.state("agent-1") == "running"
+        # nothing of a refused offer is kept (the sender uses a new generation for its next try)
+        assert b.manager.store.highest("agent-1") == -1
