@@ -47,6 +47,8 @@ __all__ = [
     "BidderContext",
     "Reservations",
     "select_bidders",
+    "uses_kv",
+    "prefill_tokens",
     "estimate_for",
     "make_bid",
     "AuctionState",
@@ -135,6 +137,10 @@ class CallForBids:
     kv_model_sha256: str = ""
     """The model whose KV cache the agent can bring ("" = none)."""
     max_price: float | None = None
+    fresh_tokens: int = 0
+    """Context tokens the KV cache does not cover yet (new tool output): prefilled even with the KV."""
+    kv_bytes: int = 0
+    """Size of that KV cache; a bidder holding the model adds it to the transfer, or recomputes if cheaper."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,7 +249,7 @@ def _from_map(cls: type, m: dict[str | int, Value]) -> Message:
             if len(v) > 256:  # type: ignore[arg-type]
                 raise DecodeError(f"{f.name} too long")
         elif t is int:
-            v = get(m, f.name, int)
+            v = get(m, f.name, int) if not optional else opt_field(m, f.name, int, f.default)
             if not 0 <= v < 1 << 62:  # type: ignore[operator]
                 raise DecodeError(f"{f.name} out of range")
         elif t is float:
@@ -319,18 +325,53 @@ class BidderContext:
     battery_percent: float | None = None
     accept_on_battery_below: float = 20.0
     """Below this battery level the node refuses work for others."""
+    cached_model_sha256: str = ""
+    """A model for which this node still holds a KV prefix of the agent's context (it hosted the agent before)."""
+    cached_tokens: int = 0
+    """How many leading context tokens that cache covers: only the rest needs prefilling here."""
+
+
+def uses_kv(call: CallForBids, model: ModelAd, ctx: BidderContext, *, staying: bool) -> bool:
+    """Whether the step would run from the agent's KV cache on this bidder.
+
+    Only a bidder holding the same model can use it. The home always does (the cache
+    is already there); a peer takes it only when moving ``kv_bytes`` is quicker than
+    recomputing the tokens it covers.
+    """
+    if not call.kv_model_sha256 or call.kv_model_sha256 != model.sha256:
+        return False
+    if staying:
+        return True
+    covered = max(call.context_tokens - call.fresh_tokens, 0)
+    return call.kv_bytes / max(ctx.path_bps, 1.0) <= covered / (model.prefill_tps or 50.0)
+
+
+def prefill_tokens(call: CallForBids, model: ModelAd, ctx: BidderContext, *, staying: bool) -> int:
+    """Context tokens the bidder must prefill: those no usable KV cache covers.
+
+    A cache comes with the agent (:func:`uses_kv`) or is still held by a node that
+    hosted the agent before: agent contexts only grow, so its prefix stays valid.
+    """
+    todo = call.context_tokens
+    if uses_kv(call, model, ctx, staying=staying):
+        todo = min(call.fresh_tokens, todo)
+    if ctx.cached_tokens and ctx.cached_model_sha256 == model.sha256:
+        todo = min(todo, max(call.context_tokens - ctx.cached_tokens, 0))
+    return todo
 
 
 def estimate_for(call: CallForBids, model: ModelAd, ctx: BidderContext, *, staying: bool) -> Estimate:
     """A bidder's estimate for running the step with ``model``; ``staying`` = the home bidding for itself."""
     prefill_tps = model.prefill_tps or 50.0
     decode_tps = model.decode_tps or 5.0
-    has_kv = bool(call.kv_model_sha256) and call.kv_model_sha256 == model.sha256
-    transfer = 0.0 if staying else ctx.rtt_s * 2 + call.snapshot_bytes / max(ctx.path_bps, 1.0)
+    has_kv = uses_kv(call, model, ctx, staying=staying)
+    prefilled = prefill_tokens(call, model, ctx, staying=staying)
+    moved = call.snapshot_bytes + (call.kv_bytes if has_kv else 0)
+    transfer = 0.0 if staying else ctx.rtt_s * 2 + moved / max(ctx.path_bps, 1.0)
     queue = max(0.0, ctx.busy_s) / max(ctx.slots, 1)
-    prefill = 0.0 if has_kv else call.context_tokens / prefill_tps
+    prefill = prefilled / prefill_tps
     decode = call.output_tokens / decode_tps
-    price = (call.output_tokens + (0 if has_kv else call.context_tokens) * 0.1) / 1000.0 * ctx.price_per_1k_tokens
+    price = (call.output_tokens + prefilled * 0.1) / 1000.0 * ctx.price_per_1k_tokens
     return Estimate(transfer_s=transfer, queue_s=queue, prefill_s=prefill, decode_s=decode, price=price)
 
 
@@ -350,7 +391,11 @@ def make_bid(
 
     if call.bid_deadline < now:
         return decline("expired")
-    if not staying and not privacy_allows(call.privacy, owner_device=ctx.trusts_owner, on_link=ctx.home_on_link):
+    # Staying is exempt only on the owner's own device: an agent that moved to a
+    # stranger for a public step must not keep its next private step there.
+    if not (staying and ctx.me == call.owner) and not privacy_allows(
+        call.privacy, owner_device=ctx.trusts_owner, on_link=ctx.home_on_link
+    ):
         return decline(f"privacy: may not take a {call.privacy} step")
     if not staying and ctx.on_battery and (ctx.battery_percent or 0.0) < ctx.accept_on_battery_below:
         return decline("on battery")
@@ -450,8 +495,11 @@ class Auction:
         self.call = call
         self.invited = frozenset(invited) | {call.home}
         self.state = AuctionState.COLLECTING
-        self._owner_devices = owner_devices | {call.home}
-        self._on_link = on_link | {call.home}
+        # The home counts as the owner's device only when it is the owner's device
+        # (or the caller says so): an agent may be hosted by a peer for a public step.
+        own_home = frozenset({call.home}) if call.home == call.owner else frozenset()
+        self._owner_devices = owner_devices | own_home
+        self._on_link = on_link | own_home
         self._bids: dict[PeerId, Bid] = {}
         self._declines: dict[PeerId, Decline] = {}
 
