@@ -135,6 +135,11 @@ def run_trials(tmp_path: Path, victim_role: str) -> list[str]:
                 time.sleep(rng.uniform(0.0, 0.6))
                 victim.kill()
             t.join(70)
+            try:  # a process that SIGKILLed itself may still be exiting when its socket closed
+                assert victim.proc is not None
+                victim.proc.wait(2)
+            except subprocess.TimeoutExpired:
+                pass
             died = not victim.alive()
             victim.kill()
             victim.start()
