@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import trio
@@ -85,8 +85,12 @@ class AgentManager:
         limits: SandboxLimits | None = None,
         store: NodeStore | None = None,
         verify_replay: bool = False,
+        remote_result: Callable[[str], Awaitable[bytes]] | None = None,
     ) -> None:
+        """``remote_result(child_id)`` waits for a forked child that runs on another node
+        (after :meth:`forget` handed it over) and returns its stdout, for ``mesh_join``."""
         self.limits = limits or SandboxLimits()
+        self._remote_result = remote_result
         self.modules = modules
         self._services = services
         self._world = world
@@ -236,18 +240,23 @@ class AgentManager:
             trio.from_thread.run(lambda c=child: self.start(c, loaded=parent.loaded))
 
     def join(self, parent: Agent, child_id: str) -> bytes:
-        rec = self._records.get(child_id)
-        if rec is None:
+        if child_id not in self._records and self._remote_result is None:
             raise AgentNotFound(f"mesh_join: child {child_id} is not on this node")
         trio.from_thread.run_sync(self._slots.release_on_behalf_of, parent.agent_id)
         try:
-            while not rec.terminal.wait(0.05):
+            while True:
+                rec = self._records.get(child_id)
+                if rec is None:  # handed over to another node (see forget)
+                    if self._remote_result is None:
+                        raise AgentNotFound(f"mesh_join: child {child_id} left this node")
+                    return trio.from_thread.run(self._remote_result, child_id)
+                if rec.terminal.wait(0.05):
+                    assert rec.outcome is not None
+                    return rec.outcome.stdout
                 if parent.suspend_requested:
                     raise Suspend(f"suspended while joining child {child_id}")
         finally:
             trio.from_thread.run(self._slots.acquire_on_behalf_of, parent.agent_id)
-        assert rec.outcome is not None
-        return rec.outcome.stdout
 
     def entry_added(self, agent: Agent, index: int, entry: Entry) -> None:
         if self._store is not None:
@@ -330,6 +339,14 @@ class AgentManager:
             while rec.active:
                 await self._changed.wait()
         return rec.agent.snapshot()
+
+    def forget(self, agent_id: str) -> None:
+        """Drop a stopped agent from this node (after it was handed over to another node)."""
+        rec = self._record(agent_id)
+        if rec.active:
+            raise AgentError(f"agent {agent_id} is still running; suspend it first")
+        del self._records[agent_id]
+        self._pulse()
 
     def suspend_all(self, reason: str = "suspended by the node") -> None:
         for rec in self._records.values():

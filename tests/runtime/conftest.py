@@ -63,3 +63,10 @@ def project_dir(tmp_path: Path) -> Path:
     (root / "README.md").write_text("# demo\nA tiny project.\n")
     (root / "notes.txt").write_bytes(bytes(range(256)) * 40)
     return root
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A runtime test that hangs (a join that never returns, a stuck agent) fails instead."""
+    for item in items:
+        if "tests/runtime/" in str(item.fspath) and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(300))

@@ -15,7 +15,7 @@ from meshagent.node.store import NodeStore
 from meshagent.runtime.control_ops import control_handlers
 from meshagent.runtime.manager import AgentManager
 from meshagent.runtime.modules import ModuleCache
-from meshagent.runtime.services import LlmOptions
+from meshagent.runtime.services import LlmOptions, Suspend
 from tests.runtime.fakes import ScriptedLlm
 from tests.runtime.helpers import run_alone
 
@@ -137,3 +137,39 @@ async def test_suspend_returns_a_snapshot_that_resumes_elsewhere(wasm: Callable[
     assert outcome.exit_code == 0 and b"answer 42 accepted" in outcome.stdout
     with pytest.raises(AgentNotFound):
         here.info("nope")
+
+
+async def test_join_a_child_that_moved_to_another_node(wasm: Callable[[str], bytes], modules: ModuleCache) -> None:
+    """A forked child is suspended, handed over (forgotten here) and finishes elsewhere; the parent joins it."""
+    results: dict[str, trio.Event] = {}
+    outputs: dict[str, bytes] = {}
+
+    async def remote_result(child_id: str) -> bytes:
+        await results.setdefault(child_id, trio.Event()).wait()
+        return outputs[child_id]
+
+    class HoldChildren(ScriptedLlm):
+        def llm(self, agent_id: str, prompt: str, options: LlmOptions) -> str:
+            if prompt.startswith("child"):
+                raise Suspend("this child's step runs on another node")
+            return super().llm(agent_id, prompt, options)
+
+    here = AgentManager(modules=modules, services=HoldChildren(), remote_result=remote_result)
+    there = AgentManager(modules=ModuleCache(modules.engine), services=ScriptedLlm())
+    async with trio.open_nursery() as nursery:
+        await nursery.start(here.run)
+        await nursery.start(there.run)
+        root = await here.launch(wasm("forking"), args=["forking"])
+        while len(here.family(root)) < 4 or any(here.info(c).status == "running" for c in here.family(root)[1:]):
+            await here.changed()
+        for child in here.family(root)[1:]:
+            snap = await here.suspend(child)
+            here.forget(child)
+            outcome = await there.wait(await there.adopt(snap))
+            outputs[child] = outcome.stdout
+            results.setdefault(child, trio.Event()).set()
+        parent = await here.wait(root)
+        nursery.cancel_scope.cancel()
+    assert parent.exit_code == 0
+    for child, out in outputs.items():
+        assert out in parent.stdout and out.startswith(b"before fork\n")
