@@ -173,3 +173,35 @@ async def test_join_a_child_that_moved_to_another_node(wasm: Callable[[str], byt
     assert parent.exit_code == 0
     for child, out in outputs.items():
         assert out in parent.stdout and out.startswith(b"before fork\n")
+
+
+async def test_cli_talks_to_the_node_through_the_control_api(tmp_path: Path, build: Callable[[str], Path],
+                                                            modules: ModuleCache, project_dir: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    data_dir = tmp_path / "node"
+    data_dir.mkdir(mode=0o700)
+    manager = AgentManager(modules=modules, services=ScriptedLlm(), store=NodeStore.open(data_dir))
+
+    async def cli(*args: str) -> subprocess.CompletedProcess[bytes]:
+        return await trio.run_process([sys.executable, "-m", "meshagent", *args, "--data-dir", str(data_dir)],
+                                      cwd=ROOT, capture_stdout=True, capture_stderr=True, check=False)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(manager.run)
+        await nursery.start(ControlServer(data_dir, control_handlers(manager)).run)
+        done = await cli("run", str(build("code_review")), "--json", "--dir", str(project_dir))
+        assert done.returncode == 0, done.stderr
+        (row,) = [json.loads(line) for line in done.stdout.decode().splitlines()]
+        assert row["exit_code"] == 0 and "reviewed 4 file(s)" in row["stdout"]
+        listed = await cli("agents", "--json")
+        assert [a["agent_id"] for a in json.loads(listed.stdout)] == [row["agent_id"]]
+        logs = await cli("logs", row["agent_id"])
+        assert logs.stdout.decode() == row["stdout"] and b"code review started" in logs.stderr
+        missing = await cli("kill", "nope")
+        assert missing.returncode == 1 and b"no agent 'nope'" in missing.stderr
+        nursery.cancel_scope.cancel()
