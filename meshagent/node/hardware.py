@@ -22,7 +22,7 @@ import psutil
 
 from meshagent.protocol.advert import Hardware
 
-__all__ = ["probe_hardware", "emulate_profile", "PROFILE_HARDWARE"]
+__all__ = ["probe_hardware", "emulate_profile", "PROFILE_HARDWARE", "PROFILE_SPEED"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,19 @@ PROFILE_HARDWARE: Final[dict[str, Hardware]] = {
         arch="x86_64", os="Linux", cpu_model="emulated cloud instance (32 vCPU)", cpu_cores=32,
         ram_total=128 * _GIB, ram_free=100 * _GIB, accelerators=("cuda:0 emulated 80 GiB GPU", "llama.cpp:gpu-offload"),
     ),
+}
+
+
+PROFILE_SPEED: Final[dict[str, float]] = {
+    # An emulated device computes at this fraction of the real machine's speed:
+    # the node really slows its inference down (it sleeps after each step) and
+    # advertises the slowed rates, so emulated timings stay honest. The machine
+    # itself plays the fastest device.
+    "phone": 0.2,
+    "pi": 0.15,
+    "laptop": 0.5,
+    "gpu": 1.0,
+    "cloud": 1.0,
 }
 
 

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 
 import trio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from meshagent.errors import DuplicateIdentityError, RemoteProtocolError
 from meshagent.protocol.advert import Advert, Goodbye, decode_advert, decode_goodbye, encode_advert, encode_goodbye
@@ -46,6 +47,8 @@ class Membership:
         self.table = PeerTable()
         self._seq = 0
         self._own: bytes | None = None
+        self.own: Advert | None = None
+        """This node's latest advert, as published."""
         self.changed = trio.Event()
         self.dropped = 0
         """Adverts refused since start (forged, stale, expired, malformed)."""
@@ -64,7 +67,12 @@ class Membership:
         now = self._clock()
         advert = self._build(self._next_seq(now), now, self.instance, self.started_at)
         self._own = encode_advert(advert, self._identity.signing_key)
+        self.own = advert
         return self._own
+
+    @property
+    def signing_key(self) -> Ed25519PrivateKey:
+        return self._identity.signing_key
 
     @property
     def own_advert(self) -> bytes:

@@ -28,7 +28,9 @@ from meshagent.node.hardware import emulate_profile, probe_hardware
 from meshagent.node.identity import DataDirLock, Identity, ensure_private_dir, load_or_create_identity
 from meshagent.node.membership import Membership
 from meshagent.node.mesh import MeshService
+from meshagent.node.models import NodeModels
 from meshagent.node.pairing import PairingService
+from meshagent.node.placement import PlacementService
 from meshagent.node.trust import TrustStore
 from meshagent.protocol.advert import Advert, Hardware, ModelAd
 from meshagent.protocol.peers import PeerEntry
@@ -89,6 +91,7 @@ class Node:
         self.host: MeshHost | None = None
         self.membership: Membership | None = None
         self.trust: TrustStore | None = None
+        self.placement: PlacementService | None = None
         self.models: Callable[[], tuple[ModelAd, ...]] = lambda: ()
         self.load: Callable[[], int] = lambda: 0
         self.started_monotonic = 0.0
@@ -182,14 +185,24 @@ class Node:
         with DataDirLock(self.data_dir):
             self.identity = load_or_create_identity(self.data_dir)
             self.started_monotonic = trio.current_time()
+            self.node_models = NodeModels(self.config, self.data_dir)
+            await self.node_models.load()
+            self.models = self.node_models.adverts
             async with open_host(self.identity, self.config.net.listen, interface=self.config.net.interface) as host:
                 self.host = host
                 self.membership = Membership(self.identity, self.build_advert, on_duplicate=self._stop_with)
                 self.trust = TrustStore(self.data_dir)
                 pairing = PairingService(host, self.membership, self.trust, self.build_advert_name())
+                self.placement = PlacementService(host, self.membership, self.trust, self.config)
                 control = ControlServer(
                     self.data_dir,
-                    {"status": self._op_status, "peers": self._op_peers, "leave": self._op_leave, **pairing.install()},
+                    {
+                        "status": self._op_status,
+                        "peers": self._op_peers,
+                        "leave": self._op_leave,
+                        **pairing.install(),
+                        **self.placement.install(),
+                    },
                 )
                 async with trio.open_nursery() as nursery:
                     await nursery.start(control.run)

@@ -56,6 +56,8 @@ class NodeProcess:
 
     def wait_ready(self, timeout: float = 30.0) -> NodeProcess:
         assert self.proc is not None and self.proc.stdout is not None
+        if self.peer_id:
+            return self
         deadline = time.monotonic() + timeout
         line = b""
         while time.monotonic() < deadline:

@@ -1,0 +1,338 @@
+"""Placement on this node: answering calls for bids, and holding auctions for its own agents.
+
+The decisions are the pure code of :mod:`meshagent.protocol.auction` and
+:mod:`meshagent.protocol.scoring`; this module only moves their messages over
+``/meshagent/auction/1`` (one signed message each way per stream) and keeps
+the node's own state: its reservations and its reputation table.
+
+Every decision is logged with its bids and kept in a bounded history that
+``meshagent auctions`` and the dashboard show.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any, Final
+
+import trio
+
+from meshagent.config import Config
+from meshagent.errors import AuctionError, ControlError, RemoteProtocolError
+from meshagent.net.addresses import is_on_link
+from meshagent.net.host import MeshHost, Stream
+from meshagent.node.control import Emit
+from meshagent.node.membership import Membership
+from meshagent.node.trust import TrustStore
+from meshagent.protocol import auction
+from meshagent.protocol.advert import Advert
+from meshagent.protocol.auction import (
+    Auction,
+    Award,
+    Bid,
+    BidderContext,
+    CallForBids,
+    Decision,
+    Decline,
+    Release,
+    Report,
+    Reservations,
+    make_bid,
+    select_bidders,
+)
+from meshagent.protocol.scoring import POLICIES, PRIVACY_CLASSES, Reputation
+from meshagent.protocol.signed import PeerId
+
+__all__ = ["AUCTION_PROTOCOL", "StepRequest", "PlacementService"]
+
+log = logging.getLogger(__name__)
+
+AUCTION_PROTOCOL: Final = "/meshagent/auction/1.0.0"
+_MAX_MSG: Final = auction.MAX_MESSAGE_BYTES
+_LAN_BPS: Final = 12.5e6
+"""Assumed path bandwidth to an on-link peer before a handoff has measured it (100 Mbit/s)."""
+_WAN_BPS: Final = 2.5e6
+_HISTORY: Final = 200
+_CALLS_PER_PEER_PER_S: Final = 20.0
+
+
+@dataclass(frozen=True, slots=True)
+class StepRequest:
+    """One LLM step to place."""
+
+    agent_id: str
+    requirement: str = ""
+    context_tokens: int = 0
+    output_tokens: int = 64
+    privacy: str = "private"
+    policy: str = "latency"
+    snapshot_bytes: int = 0
+    kv_model_sha256: str = ""
+    max_price: float | None = None
+    deadline_s: float | None = None
+    owner: str = ""
+    """The owner's device (default: this node)."""
+
+
+@dataclass(slots=True)
+class _RateLimit:
+    tokens: float
+    stamp: float
+
+
+class PlacementService:
+    def __init__(
+        self,
+        host: MeshHost,
+        membership: Membership,
+        trust: TrustStore,
+        config: Config,
+        *,
+        busy_s: Callable[[], float] = lambda: 0.0,
+        bid_window_s: float = 0.5,
+    ) -> None:
+        self._host = host
+        self._members = membership
+        self._trust = trust
+        self._config = config
+        self._busy_s = busy_s
+        self._bid_window_s = bid_window_s
+        self.reservations = Reservations()
+        self.reputation = Reputation()
+        self.history: deque[dict[str, Any]] = deque(maxlen=_HISTORY)
+        self.awards: dict[str, Award] = {}
+        """Auctions this node won and has not yet been handed the agent for."""
+        self._limits: dict[PeerId, _RateLimit] = {}
+        self.refused_calls = 0
+
+    def install(self) -> dict[str, Any]:
+        self._host.set_handler(AUCTION_PROTOCOL, self._serve)
+        return {"auction": self._op_auction, "auctions": self._op_auctions}
+
+    # --- what this node knows --------------------------------------------------
+
+    def _own_advert(self) -> Advert:
+        if self._members.own is None:
+            self._members.refresh_own()
+        assert self._members.own is not None
+        return self._members.own
+
+    def _adverts(self) -> dict[PeerId, Advert]:
+        return {p: e.advert for p, e in self._members.table.items()}
+
+    def _on_link(self, peer: PeerId) -> bool:
+        entry = self._members.table.get(peer)
+        return bool(entry) and any(is_on_link(a) for a in entry.advert.addrs)
+
+    def _owner_devices(self, owner: PeerId) -> frozenset[PeerId]:
+        """Devices a ``private`` step of ``owner`` may run on, as this node knows them."""
+        if owner == self._host.peer_id:
+            return self._trust.peers() | {owner}
+        return frozenset({owner}) | (self._trust.peers() if owner in self._trust else frozenset())
+
+    def _context(self, call: CallForBids) -> BidderContext:
+        me = self._own_advert()
+        home = call.home
+        entry = self._members.table.get(home)
+        rtt_s = (entry.rtt_ms or 1.0) / 1000.0 if entry else 0.001
+        on_link = home == self._host.peer_id or self._on_link(home)
+        return BidderContext(
+            me=self._host.peer_id,
+            models=me.models,
+            price_per_1k_tokens=me.price_per_1k_tokens,
+            slots=max(1, self._config.sandbox.max_instances),
+            busy_s=self._busy_s(),
+            trusts_owner=call.owner == self._host.peer_id or call.owner in self._trust,
+            home_on_link=on_link,
+            path_bps=_LAN_BPS if on_link else _WAN_BPS,
+            rtt_s=rtt_s,
+            on_battery=me.hardware.on_battery,
+            battery_percent=me.hardware.battery_percent,
+        )
+
+    # --- bidder side -------------------------------------------------------------
+
+    def _allow(self, peer: PeerId) -> bool:
+        """A token bucket per peer: floods of calls for bids are refused."""
+        now = trio.current_time()
+        rl = self._limits.get(peer) or _RateLimit(_CALLS_PER_PEER_PER_S, now)
+        rl.tokens = min(_CALLS_PER_PEER_PER_S, rl.tokens + (now - rl.stamp) * _CALLS_PER_PEER_PER_S)
+        rl.stamp = now
+        self._limits[peer] = rl
+        if rl.tokens < 1.0:
+            self.refused_calls += 1
+            return False
+        rl.tokens -= 1.0
+        return True
+
+    def answer(self, call: CallForBids) -> Bid | Decline:
+        answer, self.reservations = make_bid(call, self._context(call), self.reservations, now=time.time())
+        return answer
+
+    async def _serve(self, stream: Stream) -> None:
+        if not self._allow(stream.peer):
+            await stream.reset()
+            return
+        with trio.fail_after(10):
+            signer, msg = auction.decode(await stream.receive_frame(_MAX_MSG), now=time.time())
+            if signer != stream.peer:
+                raise RemoteProtocolError(f"{stream.peer} relayed a message signed by {signer}")
+            key = self._members.signing_key
+            match msg:
+                case CallForBids():
+                    await stream.send_frame(auction.encode(self.answer(msg), key))
+                case Award():
+                    if msg.winner == self._host.peer_id:
+                        self.awards[msg.auction_id] = msg
+                        self.reservations = self.reservations.extend(msg.auction_id, msg.expires_at)
+                case Release():
+                    self.reservations = self.reservations.release(msg.auction_id)
+                    self.awards.pop(msg.auction_id, None)
+                case Report():
+                    pass  # reports go to the auctioneer; a bidder ignores them
+                case _:
+                    raise RemoteProtocolError(f"unexpected {type(msg).__name__} on the auction protocol")
+        await stream.close()
+
+    # --- auctioneer side ---------------------------------------------------------
+
+    async def _ask(self, peer: PeerId, payload: bytes, auction_obj: Auction, counter: list[int]) -> None:
+        try:
+            stream = await self._host.open_stream(peer, AUCTION_PROTOCOL)
+            try:
+                await stream.send_frame(payload)
+                counter[0] += 1
+                reply = await stream.receive_frame(_MAX_MSG)
+                counter[0] += 1
+            finally:
+                await stream.close()
+            signer, msg = auction.decode(reply, now=time.time())
+            match msg:
+                case Bid():
+                    auction_obj.on_bid(signer, msg, time.time())
+                case Decline():
+                    auction_obj.on_decline(signer, msg)
+        except RemoteProtocolError as exc:
+            log.info("bad answer from %s: %s", peer, exc)
+        except Exception as exc:  # a bidder that vanished: its bid is simply missing
+            log.debug("asking %s failed: %s", peer, exc)
+
+    async def _tell(self, peer: PeerId, payload: bytes, counter: list[int]) -> None:
+        with trio.move_on_after(2):
+            try:
+                stream = await self._host.open_stream(peer, AUCTION_PROTOCOL)
+                await stream.send_frame(payload)
+                counter[0] += 1
+                await stream.close()
+            except Exception as exc:  # best effort: reservations expire anyway
+                log.debug("telling %s failed: %s", peer, exc)
+
+    async def run_auction(self, step: StepRequest, *, award: bool = True, exclude: frozenset[PeerId] = frozenset()) -> Decision:
+        """Hold one auction for ``step``; the home node bids for itself."""
+        if step.privacy not in PRIVACY_CLASSES or step.policy not in POLICIES:
+            raise AuctionError(f"privacy must be one of {PRIVACY_CLASSES} and policy one of {POLICIES}")
+        now = time.time()
+        me = self._host.peer_id
+        owner = PeerId(step.owner or me)
+        call = CallForBids(
+            auction_id=os.urandom(8).hex(),
+            agent_id=step.agent_id,
+            home=me,
+            owner=owner,
+            requirement=step.requirement,
+            context_tokens=step.context_tokens,
+            output_tokens=step.output_tokens,
+            privacy=step.privacy,
+            policy=step.policy,
+            snapshot_bytes=step.snapshot_bytes,
+            issued_at=now,
+            bid_deadline=now + self._bid_window_s * 4,
+            deadline_s=step.deadline_s,
+            kv_model_sha256=step.kv_model_sha256,
+            max_price=step.max_price,
+        )
+        owner_devices = self._owner_devices(owner)
+        on_link = frozenset(p for p in self._members.table if self._on_link(p))
+        adverts = {p: a for p, a in self._adverts().items() if p not in exclude}
+        rtt = {p: e.rtt_ms for p, e in self._members.table.items() if e.rtt_ms is not None}
+        invited = select_bidders(call, adverts, owner_devices=owner_devices, on_link=on_link, rtt_ms=rtt)  # type: ignore[arg-type]
+        state = Auction(call, invited, owner_devices=owner_devices, on_link=on_link)
+        own = self.answer(call)
+        if isinstance(own, Bid):
+            state.on_bid(me, own, time.time())
+        else:
+            state.on_decline(me, own)
+        payload = auction.encode(call, self._members.signing_key)
+        messages = [0]
+        t0 = time.perf_counter()
+        with trio.move_on_after(self._bid_window_s):
+            async with trio.open_nursery() as nursery:
+                for peer in invited:
+                    nursery.start_soon(self._ask, peer, payload, state, messages)
+        decision = state.decide(reliability=self.reputation, exclude=exclude)
+        decide_s = time.perf_counter() - t0
+        if award:
+            award_msg, releases = state.award(decision, now=time.time())
+            async with trio.open_nursery() as nursery:
+                key = self._members.signing_key
+                if award_msg is not None and award_msg.winner != me:
+                    nursery.start_soon(self._tell, award_msg.winner, auction.encode(award_msg, key), messages)
+                for peer, rel in releases:
+                    if peer == me:
+                        self.reservations = self.reservations.release(rel.auction_id)
+                    else:
+                        nursery.start_soon(self._tell, peer, auction.encode(rel, key), messages)
+        else:
+            self.reservations = self.reservations.release(call.auction_id)
+        record = {
+            "auction_id": call.auction_id,
+            "agent_id": step.agent_id,
+            "at": now,
+            "requirement": step.requirement,
+            "privacy": step.privacy,
+            "policy": step.policy,
+            "invited": list(invited),
+            "bids": [
+                {**asdict(b), "total_s": round(b.estimate.total_s, 4), "reliability": round(self.reputation.factor(b.bidder), 3)}
+                for b in decision.bids
+            ],
+            "declines": [asdict(d) for d in decision.declines],
+            "winner": decision.winner,
+            "reason": decision.reason,
+            "decision_ms": round(decide_s * 1000, 3),
+            "messages": messages[0],
+        }
+        self.history.append(record)
+        log.info("auction %s for %s: winner %s (%s); bids %s", call.auction_id, step.agent_id, decision.winner, decision.reason,
+                 [(b.bidder[-6:], round(b.estimate.total_s, 3), b.price) for b in decision.bids])
+        return decision
+
+    def observe(self, peer: PeerId, estimated_s: float, actual_s: float) -> None:
+        """Fold a finished step's estimate-vs-actual into the peer's reliability factor."""
+        self.reputation = self.reputation.observe(peer, estimated_s, actual_s)
+
+    # --- control ops ----------------------------------------------------------------
+
+    async def _op_auction(self, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        try:
+            step = StepRequest(
+                agent_id=str(params.get("agent_id", "dry-run")),
+                requirement=str(params.get("requirement", "")),
+                context_tokens=int(params.get("context_tokens", 0)),
+                output_tokens=int(params.get("output_tokens", 64)),
+                privacy=str(params.get("privacy", "any")),
+                policy=str(params.get("policy", "latency")),
+                snapshot_bytes=int(params.get("snapshot_bytes", 0)),
+                max_price=None if params.get("max_price") is None else float(params["max_price"]),
+            )
+        except (TypeError, ValueError) as exc:
+            raise ControlError(f"bad auction parameters: {exc}") from exc
+        await self.run_auction(step, award=bool(params.get("award", False)))
+        return self.history[-1]
+
+    async def _op_auctions(self, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        return {"auctions": list(self.history), "reputation": dict(self.reputation), "refused_calls": self.refused_calls}
