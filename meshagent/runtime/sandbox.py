@@ -97,6 +97,9 @@ class Agent:
         self.suspend_at: int | None = None
         """Suspend before the live host call that would make the journal this long (tests, benchmarks)."""
         self.replays = 0
+        """How often --verify-replay restored this agent from its own snapshot bytes."""
+        self._error: MeshError | None = None
+        self._last_result: int | float | None = None
         self._suspend_reason: str | None = None
         self._rollback_request: Rollback | None = None
         self._pending: BaseException | None = None
@@ -363,9 +366,6 @@ class Agent:
             error=self._error,
             error_text=self.error_text,
         )
-
-    _error: MeshError | None = None
-    _last_result: int | float | None = None
 
     def _end(self, status: str, code: int | None, error: MeshError | None) -> Outcome:
         if self._store is not None and self.style == "command":
