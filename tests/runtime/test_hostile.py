@@ -105,3 +105,11 @@ async def test_hostile_agents_do_not_stop_the_node_or_other_agents(modules: Modu
     assert [type(outcomes[h].error) for h in hostile] == [CpuLimitExceeded, StackLimitExceeded, MemoryLimitExceeded, GuestMemoryError]
     assert outcomes[good].status == "exited" and outcomes[good].exit_code == 0
     assert b"answer 42 accepted after 2 rollback(s)" in outcomes[good].stdout
+
+
+def test_journal_flood_ends_the_agent(modules: ModuleCache, wasm: Callable[[str], bytes]) -> None:
+    from meshagent.errors import JournalLimitExceeded
+
+    outcome, _ = run_alone(modules, wasm("hostile"), "flood", limits=replace(LIMITS, journal_bytes=4096, output_bytes=1 << 20))
+    assert isinstance(outcome.error, JournalLimitExceeded), outcome.error_message
+    assert "sandbox.journal_bytes" in str(outcome.error)
