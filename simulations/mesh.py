@@ -38,6 +38,7 @@ from simulations.policies import (
     local_only,
     nearest_peer,
     oracle_bound,
+    relax,
 )
 from simulations.workloads import HELD_DEVICE, Fork, Step, Task
 from simulations.world import ADVERT_TTL_S, Device, World
@@ -49,7 +50,7 @@ PEAK_FRACTION: Final = 1.0 / (1.0 + 0.1 * (1.0 - 2.718281828459045**-10))
 RETRY_S: Final = 2.0
 """Wait before asking again when nobody could take a step."""
 MAX_RETRIES: Final = 5
-"""After this many empty auctions the step accepts any model (counted as degraded)."""
+"""After this many empty auctions the step accepts a model one size smaller (counted as degraded)."""
 SNAPSHOT_BASE_BYTES: Final = 1_000_000
 """Module reference, compressed memory image and files of a small agent."""
 JOURNAL_BYTES_PER_TOKEN: Final = 8
@@ -99,6 +100,7 @@ class Mesh:
             else:
                 yield from self.fork(agent, phase, held)
         self.rec.latencies.append(self.env.now - start)
+        self.rec.task_latency[task.task_id] = self.env.now - start
         self.rec.useful_tokens += task.useful_tokens()
 
     def fork(self, agent: AgentState, fork: Fork, held: Device) -> Iterator[simpy.Event]:
@@ -157,7 +159,7 @@ class Mesh:
         if self.spec.kind == "oracle":
             yield from self._oracle_step(agent, step)
             return
-        requirement, empty = step.requirement, 0
+        requirement, empty, relaxed = step.requirement, 0, False
         while True:
             call = self._call(agent, step, requirement)
             placement, degraded = self._place(agent, call, held)
@@ -167,13 +169,12 @@ class Mesh:
             if placement.device is None or placement.model is None:
                 empty += 1
                 if empty >= MAX_RETRIES and requirement:
-                    requirement = ""
-                    self.rec.degraded += 1
+                    requirement, empty, relaxed = relax(requirement), 0, True
                 yield self.env.timeout(RETRY_S)
                 continue
-            self.rec.degraded += degraded
             done = yield from self._execute(agent, step, call, placement)
             if done:
+                self.rec.degraded += degraded or relaxed
                 return
 
     def _execute(self, agent: AgentState, step: Step, call: CallForBids, placement: Placement) -> Iterator[simpy.Event]:

@@ -22,6 +22,7 @@ class Recorder:
     """Mutable tallies filled in while a simulation runs."""
 
     latencies: list[float] = field(default_factory=list)
+    task_latency: dict[str, float] = field(default_factory=dict)
     cost: float = 0.0
     useful_tokens: int = 0
     privacy_violations: int = 0

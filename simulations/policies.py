@@ -24,6 +24,7 @@ the protocol's :func:`best_model` to pick a model on a device.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
@@ -31,6 +32,7 @@ from typing import Final
 from meshagent.protocol.advert import ModelAd
 from meshagent.protocol.auction import (
     MAX_FANOUT,
+    SIZE_ORDER,
     Auction,
     Bid,
     CallForBids,
@@ -57,8 +59,10 @@ __all__ = [
     "nearest_peer",
     "oracle_bound",
     "fallback_model",
+    "relax",
 ]
 
+_SIZE_BOUND: Final = re.compile(r"^size>=(\w+)$")
 BID_WINDOW_S: Final = 0.5
 """Bids arriving later than this after the call are ignored (the call's bid deadline)."""
 PROCESSING_S: Final = 0.002
@@ -100,15 +104,24 @@ class Placement:
     invited: int = 0
 
 
+def relax(requirement: str) -> str:
+    """The next weaker requirement: one size down (``size>=xl`` -> ``size>=large``), then any LLM."""
+    m = _SIZE_BOUND.match(requirement)
+    if m is None or m.group(1) not in SIZE_ORDER or SIZE_ORDER.index(m.group(1)) == 0:
+        return ""
+    return f"size>={SIZE_ORDER[SIZE_ORDER.index(m.group(1)) - 1]}"
+
+
 def fallback_model(dev: Device, requirement: str) -> tuple[ModelAd, bool] | None:
-    """The device's best model for ``requirement``, else its largest (degraded=True)."""
-    m = best_model(dev.ads, ModelRequirement(requirement))
-    if m is not None:
-        return m, False
-    llms = [a for a in dev.ads if a.kind == "llm"]
-    if not llms:
-        return None
-    return max(llms, key=lambda a: (a.parameters, a.name)), True
+    """The device's best model for ``requirement``, relaxed size by size if need be (degraded=True)."""
+    req, degraded = requirement, False
+    while True:
+        m = best_model(dev.ads, ModelRequirement(req))
+        if m is not None:
+            return m, degraded
+        if not req:
+            return None
+        req, degraded = relax(req), True
 
 
 def forage(
@@ -215,11 +228,12 @@ def oracle_bound(
         d for d in world.devices.values()
         if privacy_allows(privacy, owner_device=d.peer in owned, on_link=d.peer in on_link)
     ]
-    for degraded in (False, True):
+    wanted, degraded = requirement, False
+    while True:
         best: tuple[float, PeerId, Device, ModelAd] | None = None
         for d in allowed:
             choices: Mapping[str, ModelAd] = {m.sha256: d.true_model(m) for m in d.ads}
-            req = ModelRequirement(requirement if not degraded else "")
+            req = ModelRequirement(wanted)
             for m in choices.values():
                 if not req.satisfied_by(m):
                     continue
@@ -229,5 +243,7 @@ def oracle_bound(
                     best = (t, d.peer, d, m)
         if best is not None:
             return best[2], best[3], best[0], degraded
-    return None
+        if not wanted:
+            return None
+        wanted, degraded = relax(wanted), True
 
