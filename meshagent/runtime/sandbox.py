@@ -448,7 +448,7 @@ class Agent:
             except wasmtime.WasmtimeError as exc:
                 raise MemoryLimitExceeded(f"the memory image ({image.memory_size} bytes) exceeds this node's memory limit") from exc
         base = ctypes.addressof(memory.data_ptr(store).contents)
-        ctypes.memset(base, 0, image.memory_size)
+        ctypes.memset(base, 0, size)  # data segments; pages grown above are zero already
         for index, data in image.pages:
             ctypes.memmove(base + index * (1 << 16), data, len(data))
         exports = self._instance.exports(store)
@@ -483,7 +483,7 @@ class Agent:
         assert self._store is not None and self._memory is not None and self._instance is not None
         store = self._store
         size = self._memory.data_len(store)
-        raw = ctypes.string_at(ctypes.addressof(self._memory.data_ptr(store).contents), size)
+        raw = (ctypes.c_ubyte * size).from_address(ctypes.addressof(self._memory.data_ptr(store).contents))
         exports = self._instance.exports(store)
         values: list[tuple[str, int | float]] = []
         for name in self.loaded.global_exports or ():

@@ -44,15 +44,18 @@ class MemoryImage:
     host: HostState
 
     @classmethod
-    def capture(cls, position: int, memory: bytes, globals_: tuple[tuple[str, int | float], ...], host: HostState) -> MemoryImage:
-        view = memoryview(memory)
-        pages = tuple(
-            (i, bytes(view[off : off + PAGE]))
-            for i, off in enumerate(range(0, len(memory), PAGE))
-            if view[off : off + PAGE] != _ZERO_PAGE[: len(view[off : off + PAGE])]
-        )
+    def capture(cls, position: int, memory: bytes | memoryview, globals_: tuple[tuple[str, int | float], ...],
+                host: HostState) -> MemoryImage:
+        """Copy the non-zero pages of ``memory`` (a buffer over the live linear memory is fine)."""
+        view = memoryview(memory).cast("B")
+        size = len(view)
+        pages: list[tuple[int, bytes]] = []
+        for i, off in enumerate(range(0, size, PAGE)):
+            page = bytes(view[off : off + PAGE])
+            if page != _ZERO_PAGE[: len(page)]:
+                pages.append((i, page))
         copy = HostState.from_wire(host.to_wire())
-        return cls(position, len(memory), pages, globals_, copy)
+        return cls(position, size, tuple(pages), globals_, copy)
 
     def to_wire(self) -> list[object]:
         return [self.position, self.memory_size, [[i, p] for i, p in self.pages], [[n, v] for n, v in self.globals], self.host.to_wire()]
