@@ -217,6 +217,9 @@ class _BenchReceiver:
     async def committed(self, header: snap.SnapshotHeader) -> None:
         return None
 
+    def commit_missing(self, header: snap.SnapshotHeader) -> None:
+        return None
+
     async def query(self, peer: Any, agent_id: str, generation: int) -> str:
         return "unknown"
 

@@ -331,6 +331,9 @@ class ReceiverHooks(Protocol):
     async def committed(self, header: snap.SnapshotHeader) -> None:
         """Persist committed, adopt the agent, persist resumed (rule R3)."""
 
+    def commit_missing(self, header: snap.SnapshotHeader) -> None:
+        """Stored, but the stream broke before Commit: start asking the sender (rule R2)."""
+
     async def query(self, peer: PeerId, agent_id: str, generation: int) -> str:
         """Sender side of rule S5: the durable decision for a receiver that asks."""
 
@@ -412,13 +415,15 @@ async def _run_receiver(stream: Stream, offer: Offer, hooks: ReceiverHooks, time
         msg = machine.receive(await _receive(stream, timeout))
     except Exception as exc:  # rule R2: we hold a stored copy and will ask the sender
         log.info("handoff of %s: stored, no Commit yet (%s); will ask %s", header.agent_id, exc, stream.peer)
+        hooks.commit_missing(header)
         return
     match msg:
         case Commit():
             await hooks.committed(header)
             await _send(stream, machine.send(Resumed(header.agent_id, header.generation)))
         case Abort(reason):
-            log.info("handoff of %s aborted by the sender after stored: %s", header.agent_id, reason)
+            log.info("handoff of %s: the sender sent Abort after Stored (%s); asking it", header.agent_id, reason)
+            hooks.commit_missing(header)
 
 
 async def _receive_body(

@@ -616,6 +616,7 @@ class HandoffManager:
             current = await self._db(self.store.get, "receiver", row.agent_id, row.generation)
             if current is None or current.state != "stored":
                 return
+            row = current
             try:
                 await self._reach(PeerId(row.peer))
                 decision = await wire.query_sender(self._host, PeerId(row.peer), row.agent_id, row.generation,
@@ -752,6 +753,10 @@ class _ReceiverSide:
     async def committed(self, header: snap.SnapshotHeader) -> None:
         if not await self._m.committed(header.agent_id, header.generation):
             raise HandoffError(f"commit for {header.agent_id}@{header.generation}, which is not stored here")
+
+    def commit_missing(self, header: snap.SnapshotHeader) -> None:
+        row = Row("receiver", header.agent_id, header.generation, header.sender, "stored", "", frozenset())
+        self._m._start_loop(self._m._ask_sender_loop, row)
 
     async def query(self, peer: PeerId, agent_id: str, generation: int) -> str:
         return await self._m.answer_query(peer, agent_id, generation)
