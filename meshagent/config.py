@@ -77,12 +77,16 @@ class SandboxLimits:
     fuel: int = 20_000_000_000
     """CPU budget in wasmtime fuel units (about one per wasm instruction)."""
     memory_bytes: int = 256 << 20
+    """Linear memory per agent; a refused memory.grow that ends the agent is a MemoryLimitExceeded."""
     table_elements: int = 100_000
     stack_bytes: int = 1 << 20
+    """wasm stack per agent (wasmtime max_wasm_stack); unbounded recursion ends in StackLimitExceeded."""
     output_bytes: int = 1 << 20
     """Combined stdout + stderr."""
     journal_bytes: int = 64 << 20
+    """Encoded size of the journal (host calls with their answers)."""
     max_instances: int = 4
+    """Agents running at once on this node (worker threads); a parent waiting in mesh_join frees its slot."""
 
 
 @dataclass(frozen=True, slots=True)
