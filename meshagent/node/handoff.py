@@ -400,7 +400,10 @@ class HandoffManager:
                 )
             except BaseException:
                 with trio.CancelScope(shield=True):
-                    await self._abort_sender(row)
+                    await self._abort_sender(row)  # a no-op once committed
+                    current = await self._db(self.store.get, "sender", agent_id, row.generation)
+                if current is not None and current.state == "committed":
+                    self._start_loop(self._resend_commit_loop, current)  # rule S3
                 raise
         if not result.resumed:
             self._start_loop(self._resend_commit_loop, row)

@@ -302,3 +302,52 @@ async def test_a_full_receiver_refuses_and_the_agent_stays(tmp_path):
         assert info.value.reason == "full" and a.custody.state("agent-1") == "running"
         # nothing of a refused offer is kept (the sender uses a new generation for its next try)
         assert b.manager.store.highest("agent-1") == -1
+
+
+async def test_stored_copy_is_dropped_when_the_sender_aborts_before_commit(tmp_path):
+    """Rules S1/S5 + R2 without restarts: the receiver asks, the sender says aborted, the copy goes."""
+    async with two_nodes(tmp_path) as (a, b):
+        a.custody.put(make_agent())
+
+        async def fail(row):
+            raise HandoffError("lost the Stored message")
+
+        a.manager._sender_stored = fail
+        _, emit = await _events()
+        with pytest.raises(HandoffError):
+            await a.manager.migrate({"agent": "agent-1", "to": b.peer_id}, emit)
+        for _ in range(200):
+            if (await b.manager.list_handoffs({}, emit))["pending"] == 0:
+                break
+            await trio.sleep(0.05)
+        assert (await b.manager.list_handoffs({}, emit))["handoffs"][0]["state"] == "aborted"
+        assert a.custody.state("agent-1") == "running" and not b.custody.holds("agent-1")
+        assert leftovers(a) == [] and leftovers(b) == []
+
+
+async def test_commit_lost_in_flight_is_delivered_by_asking(tmp_path):
+    """Rule S3/R2: the sender committed but its Commit never arrived; the receiver asks and resumes."""
+
+    async with two_nodes(tmp_path) as (a, b):
+        a.custody.put(make_agent())
+        real = a.manager._sender_stored
+
+        async def commit_then_vanish(row):
+            await real(row)
+            raise trio.BrokenResourceError("connection lost after commit")
+
+        a.manager._sender_stored = commit_then_vanish
+        _, emit = await _events()
+        with pytest.raises(trio.BrokenResourceError):
+            await a.manager.migrate({"agent": "agent-1", "to": b.peer_id}, emit)
+        for _ in range(200):
+            if b.custody.state("agent-1") == "running":
+                break
+            await trio.sleep(0.05)
+        assert b.custody.state("agent-1") == "running" and not a.custody.holds("agent-1")
+        assert not a.manager.may_run("agent-1")
+        for _ in range(200):  # and the sender's re-sent Commit closes its side
+            if (await a.manager.list_handoffs({}, emit))["pending"] == 0:
+                break
+            await trio.sleep(0.05)
+        assert (await a.manager.list_handoffs({}, emit))["handoffs"][0]["state"] == "done"
