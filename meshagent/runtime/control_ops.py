@@ -2,7 +2,7 @@
 
 ``control_handlers(manager)`` returns ``{op: handler}`` for the ops
 ``run``, ``agents``, ``logs``, ``checkpoint``, ``fork``, ``rollback``,
-``kill``, ``suspend`` and ``resume``. Parameters and results are JSON.
+``kill``, ``suspend``, ``resume`` and ``invoke`` (reactor entry points). Parameters and results are JSON.
 """
 
 from __future__ import annotations
@@ -109,6 +109,15 @@ def control_handlers(manager: AgentManager) -> dict[str, Handler]:
             result["snapshot"] = base64.b64encode(data).decode()
         return result
 
+    async def invoke(params: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        """Reactor agents: params agent_id, export, args [int]."""
+        agent_id = _str(params, "agent_id")
+        args = params.get("args") or []
+        if not isinstance(args, list) or not all(isinstance(a, int) and not isinstance(a, bool) for a in args):
+            raise ControlError("parameter 'args' must be a list of integers")
+        result = await manager.invoke(agent_id, _str(params, "export"), *args)
+        return {"agent_id": agent_id, "result": result}
+
     async def resume(params: dict[str, Any], emit: Emit) -> dict[str, Any]:
         agent_id = _str(params, "agent_id")
         await manager.resume(agent_id)
@@ -124,4 +133,5 @@ def control_handlers(manager: AgentManager) -> dict[str, Handler]:
         "kill": kill,
         "suspend": suspend,
         "resume": resume,
+        "invoke": invoke,
     }

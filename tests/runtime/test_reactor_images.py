@@ -80,8 +80,13 @@ def test_manager_invokes_reactors_and_restores_them_from_store_images(
             await nursery.start(manager.run)
             agent_id = await manager.launch(wasm("reactor"), args=["reactor"])
             assert (await manager.wait(agent_id)).status == "idle"
+            from meshagent.runtime.control_ops import control_handlers
+
+            async def emit(event: dict[str, object]) -> None:
+                return None
+
             await manager.invoke(agent_id, "add", 3)
-            total = await manager.invoke(agent_id, "add", 4)
+            total = (await control_handlers(manager)["invoke"]({"agent_id": agent_id, "export": "add", "args": [4]}, emit))["result"]
             nursery.cancel_scope.cancel()
         return agent_id, total
 
