@@ -9,6 +9,7 @@ cache directory is given, on disk as wasmtime's serialized artefacts.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import logging
 import threading
 from dataclasses import dataclass
@@ -25,7 +26,14 @@ __all__ = ["LoadedModule", "ModuleCache", "engine_for", "sha256_hex", "MAX_MODUL
 log = logging.getLogger(__name__)
 
 MAX_MODULE_BYTES: Final = 64 << 20
-_CACHE_TAG: Final = f"wasmtime{wasmtime.__version__ if hasattr(wasmtime, '__version__') else ''}"
+def _wasmtime_version() -> str:
+    try:
+        return importlib.metadata.version("wasmtime")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+_CACHE_TAG: Final = f"wasmtime-{_wasmtime_version()}"
 
 _engines: dict[int, wasmtime.Engine] = {}
 _engines_lock = threading.Lock()
