@@ -55,7 +55,7 @@ from meshagent.net.bulk import ips_of_addrs
 from meshagent.net.host import MeshHost, Stream
 from meshagent.node.control import Emit, Handler
 from meshagent.node.identity import Identity
-from meshagent.node.snapshots import CACHEABLE, FrozenAgent, from_sections, to_sections
+from meshagent.node.snapshots import CACHEABLE, FrozenAgent, from_sections, seal_agent
 from meshagent.protocol import snapshot as snap
 from meshagent.protocol.handoff import HANDOFF_PROTOCOL, Action, Reject, RejectReason, Via, recovery_action
 from meshagent.protocol.signed import PeerId
@@ -66,6 +66,8 @@ log = logging.getLogger(__name__)
 
 DB_NAME: Final = "handoff.sqlite"
 RETRY_S: Final = 1.0
+EXPORT_TTL_S: Final = 30 * 24 * 3600.0
+"""An exported file may travel by sneakernet: it stays importable for 30 days."""
 _PRE_COMMIT: Final = ("offered", "accepted", "sending", "awaiting_stored")
 
 
@@ -445,20 +447,11 @@ class HandoffManager:
                 return
         raise PrivacyViolation(f"{frozen.agent_id} is {frozen.meta.privacy!r}: it may not move to {to}")
 
-    def _seal(self, frozen: FrozenAgent, generation: int, to: PeerId, key: bytes, include_kv: bool) -> snap.SealedSnapshot:
-        return snap.seal_snapshot(
-            signing_key=self._identity.signing_key,
-            sender_sealing_key=self._identity.sealing_public,
-            recipient=to,
-            recipient_key=key,
-            agent_id=frozen.agent_id,
-            generation=generation,
-            sections=to_sections(frozen, include_kv=include_kv),
-            now=self._clock(),
-            ttl_s=self._ttl,
-            data_key=secrets.token_bytes(32),
-            module_sha256=frozen.snapshot.module_sha256,
-            kv_model_hash=frozen.kv_model_hash if include_kv else None,
+    def _seal(self, frozen: FrozenAgent, generation: int, to: PeerId, key: bytes, include_kv: bool,
+              ttl_s: float | None = None) -> snap.SealedSnapshot:
+        return seal_agent(
+            frozen, self._identity, recipient=to, recipient_key=key, generation=generation, now=self._clock(),
+            ttl_s=self._ttl if ttl_s is None else ttl_s, data_key=secrets.token_bytes(32), include_kv=include_kv,
         )
 
     async def _abort_sender(self, row: Row) -> None:
@@ -660,7 +653,8 @@ class HandoffManager:
             try:
                 if to != self._identity.peer_id:
                     self._check_privacy(frozen, to)
-                sealed = self._seal(frozen, generation, to, info.sealing_key, frozen.kv_model_hash in info.model_hashes)
+                sealed = self._seal(frozen, generation, to, info.sealing_key, frozen.kv_model_hash in info.model_hashes,
+                                    ttl_s=EXPORT_TTL_S)
                 size = await trio.to_thread.run_sync(_write_container, sealed, file)
                 await self._db(self.store.see, agent_id, generation)
             except BaseException:

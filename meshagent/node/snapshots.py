@@ -21,14 +21,18 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from meshagent.errors import DecodeError, HandoffError, MeshError, SealError
 from meshagent.protocol import codec
-from meshagent.protocol.snapshot import SnapshotHeader
+from meshagent.protocol.signed import PeerId
+from meshagent.protocol.snapshot import SealedSnapshot, SnapshotHeader, seal_snapshot
 from meshagent.runtime.snapshot import AgentSnapshot
 
-__all__ = ["AgentMeta", "FrozenAgent", "CACHEABLE", "to_sections", "from_sections", "module_sha256_of"]
+if TYPE_CHECKING:
+    from meshagent.node.identity import Identity
+
+__all__ = ["AgentMeta", "FrozenAgent", "CACHEABLE", "to_sections", "from_sections", "module_sha256_of", "seal_agent"]
 
 CACHEABLE: Final = frozenset({"module"})
 PRIVACY_CLASSES: Final = ("private", "lan", "any")
@@ -79,6 +83,41 @@ def to_sections(agent: FrozenAgent, *, include_kv: bool) -> list[tuple[str, byte
     if include_kv and agent.kv_blobs:
         sections.append(("kv", codec.encode(dict(agent.kv_blobs))))
     return sections
+
+
+def seal_agent(
+    agent: FrozenAgent,
+    identity: Identity,
+    *,
+    recipient: PeerId,
+    recipient_key: bytes,
+    generation: int,
+    now: float,
+    ttl_s: float,
+    data_key: bytes,
+    include_kv: bool = False,
+    auction_id: str | None = None,
+) -> SealedSnapshot:
+    """Seal a frozen agent for ``recipient`` (iterate ``.container()`` for the bytes).
+
+    For a backup, or to time sealing (``bench checkpoint``'s ``seal_s``), seal to
+    yourself: ``recipient=identity.peer_id, recipient_key=identity.sealing_public``.
+    """
+    return seal_snapshot(
+        signing_key=identity.signing_key,
+        sender_sealing_key=identity.sealing_public,
+        recipient=recipient,
+        recipient_key=recipient_key,
+        agent_id=agent.agent_id,
+        generation=generation,
+        sections=to_sections(agent, include_kv=include_kv),
+        now=now,
+        ttl_s=ttl_s,
+        data_key=data_key,
+        auction_id=auction_id,
+        module_sha256=agent.snapshot.module_sha256,
+        kv_model_hash=agent.kv_model_hash if include_kv else None,
+    )
 
 
 def _decode(name: str, data: bytes, depth: int) -> codec.Value:
