@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -47,7 +48,14 @@ def test_node_restart_resumes_running_agents_from_their_last_host_call(
             await nursery.start(manager.run)
             agent_id = await manager.launch(wasm("retry"), args=["agent"])
             await trio.to_thread.run_sync(gated.entered.wait)
-            threading.Timer(0.2, gated.gate.set).start()
+            agent = manager.agent(agent_id)
+
+            def answer_once_stopping() -> None:
+                while not agent.suspend_requested:
+                    time.sleep(0.01)
+                gated.gate.set()
+
+            threading.Thread(target=answer_once_stopping, daemon=True).start()
             nursery.cancel_scope.cancel()  # the node stops while the agent waits for its LLM
         return agent_id
 
