@@ -136,7 +136,14 @@ async def test_suspend_returns_a_snapshot_that_resumes_elsewhere(wasm: Callable[
         await nursery.start(there.run)
         agent_id = await here.launch(wasm("retry"), args=["agent"])
         await trio.to_thread.run_sync(gated.entered.wait)
-        threading.Timer(0.1, gated.gate.set).start()
+        agent = here.agent(agent_id)
+
+        def answer_once_suspending() -> None:
+            while not agent.suspend_requested:
+                time.sleep(0.01)
+            gated.gate.set()
+
+        threading.Thread(target=answer_once_suspending, daemon=True).start()
         snap = await here.suspend(agent_id, "moving to a bigger model")
         assert here.info(agent_id).status == "suspended"
         moved = await there.adopt(snap)
