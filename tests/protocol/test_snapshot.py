@@ -325,3 +325,32 @@ def test_fuzz_signed_header_fields_only_project_errors(alice, bob, fields):
         snap.verify_header(blob, me=bob.peer_id, my_sealing_key=bob.sealing_public, now=NOW)
     except MeshError:
         pass
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
+@given(st.binary(max_size=2000), st.integers(0, 3))
+def test_fuzz_body_after_a_valid_header_only_project_errors(alice, bob, body, split):
+    sealed = seal(alice, bob, SECTIONS)
+    r = reader(bob, mode="open")
+    r.receive_data(sealed.container_prefix())
+    try:
+        # random chunk frames, fed in a few pieces
+        step = max(1, len(body) // (split + 1))
+        for i in range(0, len(body), step):
+            r.receive_data(body[i : i + step])
+        r.close()
+    except MeshError:
+        pass
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
+@given(st.binary(max_size=400), st.booleans())
+def test_fuzz_offer_header_blobs_only_project_errors(alice, bob, payload, wrap):
+    """An Offer carries a header envelope: random bytes, or a validly signed envelope of random payload."""
+    from meshagent.protocol import signed
+
+    blob = signed.sign(snap.HEADER_KIND, payload, alice.signing) if wrap else payload
+    try:
+        snap.verify_header(blob, me=bob.peer_id, my_sealing_key=bob.sealing_public, now=NOW)
+    except MeshError:
+        pass
