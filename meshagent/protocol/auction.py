@@ -435,14 +435,19 @@ def select_bidders(
     on_link: frozenset[PeerId],
     rtt_ms: Mapping[PeerId, float] | None = None,
     fanout: int = MAX_FANOUT,
+    reliability: Mapping[str, float] | None = None,
 ) -> list[PeerId]:
     """The peers worth asking: their advert holds a fitting model and privacy allows them.
 
     At most ``fanout`` peers, preferring the fastest advertised decoders and
     then the nearest, so the cost of a decision does not grow with the mesh.
+    An advertised speed is divided by the peer's ``reliability`` factor (the
+    home's :class:`~meshagent.protocol.scoring.Reputation`), so a peer known to
+    overstate stops taking a fan-out slot from honest ones.
     """
     req = ModelRequirement(call.requirement)
     rtt_ms = rtt_ms or {}
+    reliability = reliability or {}
     scored = []
     for peer, ad in adverts.items():
         if peer == call.home:
@@ -454,7 +459,8 @@ def select_bidders(
             continue
         if ad.hardware.on_battery and (ad.hardware.battery_percent or 0.0) < 20.0:
             continue
-        scored.append((-(model.decode_tps or 0.0), rtt_ms.get(peer, 1e6), peer))
+        speed = (model.decode_tps or 0.0) / max(reliability.get(peer, 1.0), 1e-3)
+        scored.append((-speed, rtt_ms.get(peer, 1e6), peer))
     scored.sort()
     return [p for _, _, p in scored[:fanout]]
 
