@@ -138,6 +138,7 @@ def forage(
     invited = select_bidders(
         call, world.adverts(), owner_devices=owner_devices, on_link=on_link,
         rtt_ms=world.rtt_ms(call.home), fanout=spec.fanout,
+        reliability=reputation if spec.reputation else None,
     )
     auction = Auction(call, invited, owner_devices=owner_devices, on_link=on_link)
     answers: list[tuple[float, PeerId, Bid | Decline]] = []

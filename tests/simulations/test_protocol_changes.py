@@ -100,3 +100,20 @@ def test_the_owner_device_as_home_still_stays_for_private_steps():
     c = call(privacy="private")
     answer, _ = make_bid(c, ctx("home"), Reservations(), now=100.0)
     assert isinstance(answer, Bid)
+
+
+def test_fan_out_skips_peers_known_to_overstate():
+    from meshagent.protocol.advert import Advert, Hardware
+    from meshagent.protocol.auction import select_bidders
+
+    def ad(peer, tps):
+        model = ModelAd("m", "m" * 64, 1, tags=("size=large",), prefill_tps=tps * 10, decode_tps=tps)
+        hw = Hardware(arch="x", os="y", cpu_model="z", cpu_cores=1, ram_total=1, ram_free=1)
+        return Advert(peer, 1, 0.0, 1e9, peer, (), hw, b"k" * 32, b"s" * 64, b"i", 0.0, models=(model,))
+
+    adverts = {"liar": ad("liar", 1000.0), "honest": ad("honest", 150.0), "slow": ad("slow", 20.0)}
+    c = call(privacy="any")
+    kw = dict(owner_devices=frozenset(), on_link=frozenset(), fanout=2)
+    assert select_bidders(c, adverts, **kw) == ["liar", "honest"]
+    assert select_bidders(c, adverts, reliability={"liar": 10.0}, **kw) == ["honest", "liar"]
+    assert select_bidders(c, adverts, reliability={"liar": 60.0}, **kw) == ["honest", "slow"]
