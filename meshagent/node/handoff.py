@@ -393,7 +393,10 @@ class HandoffManager:
             self._crash("sender:offered")
 
             async def progress(phase: str, done: int, total: int) -> None:
-                await emit({"phase": phase, "done": done, "total": total})
+                try:
+                    await emit({"phase": phase, "done": done, "total": total})
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass  # the CLI went away; the handoff carries on
 
             try:
                 result = await wire.send_snapshot(

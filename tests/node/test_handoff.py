@@ -351,3 +351,28 @@ async def test_commit_lost_in_flight_is_delivered_by_asking(tmp_path):
                 break
             await trio.sleep(0.05)
         assert (await a.manager.list_handoffs({}, emit))["handoffs"][0]["state"] == "done"
+
+
+async def test_sender_that_stops_mid_bulk_transfer_leaves_no_partial_agent(tmp_path):
+    from meshagent.net.bulk import connect_bulk
+
+    async with two_nodes(tmp_path) as (a, b):
+        sealed = a.manager._seal(make_agent(vfs_bytes=2 << 20), 0, b.peer_id, b.identity.sealing_public, False)
+        body = b"".join(sealed.chunks())
+        stream = await a.host.open_stream(b.peer_id, hp.HANDOFF_PROTOCOL)
+        await stream.send_frame(hp.encode(hp.Offer(sealed.header_blob)))
+        accept = hp.decode(await stream.receive_frame(hp.MAX_MESSAGE))
+        assert isinstance(accept, hp.Accept) and accept.bulk_addrs
+        bulk = await connect_bulk(accept.bulk_addrs, accept.token)
+        assert bulk is not None
+        await stream.send_frame(hp.encode(hp.Body(hp.Via.BULK, len(body))))
+        await bulk.send_all(body[: len(body) // 3])
+        await bulk.aclose()  # the sender dies mid-body
+        for _ in range(100):
+            rows = (await b.manager.list_handoffs({}, None))["handoffs"]
+            if rows and rows[0]["state"] == "aborted":
+                break
+            await trio.sleep(0.05)
+        assert rows[0]["state"] == "aborted"
+        assert not b.custody.holds("agent-1") and leftovers(b) == []
+        await stream.reset()
