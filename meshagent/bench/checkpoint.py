@@ -8,7 +8,8 @@ randomness and ``mesh_llm`` in turn). Figures:
 * ``capture_s`` — memory image + snapshot bytes, with the agent idle;
 * ``restore_s`` — decode the snapshot, fresh sandbox, apply the image (no replay);
 * ``replay_calls`` / ``replay_s`` — restore from the image taken before the calls,
-  then replay the calls from the journal (``replay_s`` excludes the restore);
+  then replay the calls from the journal (``replay_s`` is the replay alone;
+  ``restore_and_replay_s`` the whole restore);
 * baselines measured in the same run: ``plain_setup_s`` and ``plain_calls_s`` (the
   same work done live) and ``replay_from_start_s`` (no image: everything replayed).
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,7 @@ class ConstantLlm:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heap-mib", type=int, default=64, help="heap size of the agent (default 64)")
     parser.add_argument("--calls", type=int, default=1000, help="journaled host calls (default 1000)")
+    parser.add_argument("--repeat", type=int, default=3, help="report the fastest of this many runs (default 3)")
 
 
 def _cache_dir() -> Path:
@@ -67,6 +69,7 @@ def _cache_dir() -> Path:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     heap_mib = int(getattr(args, "heap_mib", 64))
     calls = int(getattr(args, "calls", 1000))
+    repeat = max(1, int(getattr(args, "repeat", 3)))
     limits = SandboxLimits(memory_bytes=max(256 << 20, (heap_mib + 64) << 20))
     wasm = build_cached(example_source("heap_bench"), _cache_dir(), reactor=True).read_bytes()
     modules = ModuleCache(engine_for(limits.stack_bytes))
@@ -91,34 +94,44 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     plain_calls_s = time.perf_counter() - t
     expected = live.invoke("checksum")
 
-    t = time.perf_counter()
+    def best(action: Callable[[], Agent | bytes]) -> float:
+        """Fastest of ``--repeat`` runs: these machines are shared and noisy."""
+        times = []
+        for _ in range(repeat):
+            t = time.perf_counter()
+            action()
+            times.append(time.perf_counter() - t)
+        return min(times)
+
     snap = live.snapshot()
     data = snap.to_bytes()
-    capture_s = time.perf_counter() - t
     assert snap.image is not None
+    capture_s = best(lambda: live.snapshot().to_bytes())
 
-    t = time.perf_counter()
-    restored = agent(AgentSnapshot.from_bytes(data, journal_limit=limits.journal_bytes))
-    restored.run()
-    restore_s = time.perf_counter() - t
-    if restored.invoke("checksum") != expected:
+    def restore(blob: bytes) -> Agent:
+        restored = agent(AgentSnapshot.from_bytes(blob, journal_limit=limits.journal_bytes))
+        restored.run()
+        return restored
+
+    restore_s = best(lambda: restore(data))
+    if restore(data).invoke("checksum") != expected:
         raise RuntimeError("restored agent differs from the original")
 
     late = replace(live.snapshot(capture_image=False), image=before_calls.image).to_bytes()
-    t = time.perf_counter()
-    replayed = agent(AgentSnapshot.from_bytes(late, journal_limit=limits.journal_bytes))
-    replayed.run()
-    restore_and_replay_s = time.perf_counter() - t
+    restore_and_replay_s = best(lambda: restore(late))
+    replay_times = []
+    for _ in range(repeat):
+        stats = restore(late).last_restore
+        assert stats is not None
+        replay_times.append(stats.replay_s)
+    replay_s = min(replay_times)
     replay_calls = len(live.journal) - journal_before
-    if replayed.invoke("checksum") != expected:
+    if restore(late).invoke("checksum") != expected:
         raise RuntimeError("replayed agent differs from the original")
 
     no_image = replace(live.snapshot(capture_image=False), image=None).to_bytes()
-    t = time.perf_counter()
-    from_start = agent(AgentSnapshot.from_bytes(no_image, journal_limit=limits.journal_bytes))
-    from_start.run()
-    replay_from_start_s = time.perf_counter() - t
-    if from_start.invoke("checksum") != expected:
+    replay_from_start_s = best(lambda: restore(no_image))
+    if restore(no_image).invoke("checksum") != expected:
         raise RuntimeError("agent replayed from the start differs from the original")
 
     return {
@@ -128,9 +141,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "capture_s": capture_s,
         "restore_s": restore_s,
         "replay_calls": replay_calls,
-        "replay_s": max(0.0, restore_and_replay_s - restore_s),
+        "replay_s": replay_s,
         "restore_and_replay_s": restore_and_replay_s,
         "replay_from_start_s": replay_from_start_s,
+        "repeat": repeat,
         "plain_setup_s": plain_setup_s,
         "plain_calls_s": plain_calls_s,
     }

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TypeAlias
 
 import wasmtime
@@ -52,7 +53,7 @@ from meshagent.runtime.snapshot import AgentSnapshot, MemoryImage
 from meshagent.runtime.traps import map_trap, trap_text
 from meshagent.runtime.wasi import WASI_NAMES, func_type, wasi_functions
 
-__all__ = ["Agent", "AgentHooks", "StandaloneHooks", "HostCalls", "KNOWN_IMPORTS"]
+__all__ = ["Agent", "RestoreStats", "AgentHooks", "StandaloneHooks", "HostCalls", "KNOWN_IMPORTS"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,19 @@ KNOWN_IMPORTS = WASI_NAMES | MESH_NAMES
 
 class _Migrate(Exception):
     """--verify-replay: abandon this instance and continue from a restored snapshot."""
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreStats:
+    """How the latest instantiation went: image applied, then (reactors) invocations replayed.
+
+    Command agents replay inside ``_start``, so their ``replay_s`` is 0 here.
+    """
+
+    image_s: float
+    replay_s: float
+    image_position: int
+    replayed_calls: int
 
 
 class Agent:
@@ -98,6 +112,7 @@ class Agent:
         """Suspend before the live host call that would make the journal this long (tests, benchmarks)."""
         self.replays = 0
         """How often --verify-replay restored this agent from its own snapshot bytes."""
+        self.last_restore: RestoreStats | None = None
         self._error: MeshError | None = None
         self._last_result: int | float | None = None
         self._suspend_reason: str | None = None
@@ -430,10 +445,18 @@ class Agent:
         self._store, self._instance, self._memory = store, instance, memory
         self._pos = 0
         self.state = HostState()
+        started = time.perf_counter()
         if self.image is not None:
             self._restore_image(self.image)
+        imaged = time.perf_counter()
         if self.style == "reactor":
             self._replay_invocations()
+        self.last_restore = RestoreStats(
+            image_s=imaged - started,
+            replay_s=time.perf_counter() - imaged,
+            image_position=self.image.position if self.image is not None else 0,
+            replayed_calls=len(self.journal) - (self.image.position if self.image is not None else 0),
+        )
 
     def _restore_image(self, image: MemoryImage) -> None:
         assert self._store is not None and self._memory is not None and self._instance is not None
