@@ -46,17 +46,19 @@ def free_port() -> int:
 
 
 class Harness:
-    def __init__(self, data_dir: Path, peers: Path) -> None:
+    def __init__(self, data_dir: Path, peers: Path, *, exec_prefix: list[str] | None = None, ip: str = "127.0.0.1") -> None:
         self.data_dir = data_dir
-        self.port = free_port()
+        self.exec_prefix = exec_prefix or []
+        self.ip = ip
+        self.port = free_port() if ip == "127.0.0.1" else 4737
         self.peers = peers
         self.proc: subprocess.Popen[bytes] | None = None
         self.info: dict[str, Any] = {}
         self.log = data_dir.parent / f"{data_dir.name}.log"
 
     def start(self, crash_at: str = "") -> Harness:
-        cmd = [sys.executable, "-m", "tests.node.test_handoff_harness", "--data-dir", str(self.data_dir),
-               "--listen", f"/ip4/127.0.0.1/tcp/{self.port}", "--peers", str(self.peers), "--crash-at", crash_at]
+        cmd = [*self.exec_prefix, sys.executable, "-m", "tests.node.test_handoff_harness", "--data-dir", str(self.data_dir),
+               "--listen", f"/ip4/{self.ip}/tcp/{self.port}", "--peers", str(self.peers), "--crash-at", crash_at]
         log = open(self.log, "ab")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, cwd=ROOT)
         line = self.proc.stdout.readline()  # type: ignore[union-attr]
