@@ -113,3 +113,38 @@ def test_journal_flood_ends_the_agent(modules: ModuleCache, wasm: Callable[[str]
     outcome, _ = run_alone(modules, wasm("hostile"), "flood", limits=replace(LIMITS, journal_bytes=4096, output_bytes=1 << 20))
     assert isinstance(outcome.error, JournalLimitExceeded), outcome.error_message
     assert "sandbox.journal_bytes" in str(outcome.error)
+
+
+GROW_BOMB_WAT = """
+(module
+  (memory (export "memory") 1)
+  (func (export "_start")
+    (loop $grow
+      (br_if $grow (i32.ne (memory.grow (i32.const 16)) (i32.const -1))))
+    (loop $spin (br $spin))))
+"""
+
+
+def test_raw_memory_grow_bomb(modules: ModuleCache) -> None:
+    import wasmtime
+
+    from meshagent.runtime.sandbox import Agent
+    from tests.runtime.helpers import new_snapshot
+
+    wasm = wasmtime.wat2wasm(GROW_BOMB_WAT)
+    outcome = Agent(new_snapshot(modules, wasm), modules=modules, limits=LIMITS).run()
+    assert isinstance(outcome.error, MemoryLimitExceeded), outcome.error_message
+    assert "32 MiB" in str(outcome.error)
+
+
+def test_reactor_under_verify_replay(modules: ModuleCache, wasm: Callable[[str], bytes]) -> None:
+    from meshagent.runtime.sandbox import Agent
+    from tests.runtime.helpers import new_snapshot
+
+    results = []
+    for verify in (False, True):
+        agent = Agent(new_snapshot(modules, wasm("reactor")), modules=modules, services=ScriptedLlm(), verify_replay=verify)
+        agent.run()
+        results.append([agent.invoke("add", 2), agent.invoke("add", 5), agent.invoke("get")])
+        assert (agent.replays > 0) == verify
+    assert results[0] == results[1]
