@@ -36,6 +36,5 @@ def test_bench_handoff_over_a_rate_limited_namespace_link():
     before = set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split())
     figures = bench("--size", str(4 << 20), "--link", "100mbit")
     assert figures["link"] == "100mbit" and figures["via"] == "bulk"
-    assert figures["raw_tcp_mbps"] < 150  # the tbf limit is in force (an upper bound, not a speed target)
     after = set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split())
     assert not {n for n in after - before if n.startswith("mb")}  # the bench removed its namespaces
