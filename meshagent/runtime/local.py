@@ -46,20 +46,25 @@ async def _supervise(manager: AgentManager, root: str, snapshot_path: Path | Non
     suspended = False
     while True:
         members = manager.family(root)
-        if snapshot_path is not None and not suspended and manager.agent(root).status == "suspended":
+        if (snapshot_path is not None and not suspended and not manager.is_active(root)
+                and manager.agent(root).status == "suspended"):
             suspended = True
             manager.suspend_all("family snapshot requested")
-        if all(manager.agent(m).status not in ("running",) for m in members):
+        if not any(manager.is_active(m) for m in members):
             break
         await manager.changed()
     members = manager.family(root)
     if suspended and snapshot_path is not None:
-        snaps = [manager.agent(m).snapshot() for m in members]
-        tmp = snapshot_path.with_name(snapshot_path.name + ".tmp")
-        tmp.write_bytes(encode_family(snaps))
-        tmp.replace(snapshot_path)
-        log.info("wrote a snapshot of %d agent(s) to %s", len(snaps), snapshot_path)
+        data = encode_family([manager.agent(m).snapshot() for m in members])
+        await trio.to_thread.run_sync(_write_atomically, snapshot_path, data)
+        log.info("wrote a snapshot of %d agent(s) to %s", len(members), snapshot_path)
     return LocalResult([manager.outcome(m) for m in members], suspended)
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
 
 
 def run_local(

@@ -312,6 +312,10 @@ class AgentManager:
             out.extend(cid for cid, rec in self._records.items() if rec.agent.parent_id == agent_id and cid not in out)
         return out
 
+    def is_active(self, agent_id: str) -> bool:
+        """Whether the agent is running now (on a worker thread)."""
+        return self._record(agent_id).active
+
     def outcome(self, agent_id: str) -> Outcome:
         rec = self._record(agent_id)
         return rec.outcome if rec.outcome is not None and not rec.active else rec.agent.outcome()
