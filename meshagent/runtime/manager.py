@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from functools import partial
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -237,7 +238,7 @@ class AgentManager:
 
     def spawn(self, parent: Agent, children: Sequence[AgentSnapshot]) -> None:
         for child in children:
-            trio.from_thread.run(lambda c=child: self.start(c, loaded=parent.loaded))
+            trio.from_thread.run(partial(self.start, child, loaded=parent.loaded))
 
     def join(self, parent: Agent, child_id: str) -> bytes:
         if child_id not in self._records and self._remote_result is None:
