@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -45,7 +46,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
+    if env_level := os.environ.get("MESHAGENT_LOG"):
+        level = logging.getLevelName(env_level.upper())
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("multiaddr", "libp2p"):  # their debug output drowns ours
+        logging.getLogger(noisy).setLevel(max(level, logging.INFO))
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

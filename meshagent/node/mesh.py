@@ -126,6 +126,15 @@ class MeshService:
         for blob in adverts:
             self._members.accept(blob, via=via)
 
+    async def rtt_probe(self) -> float | None:
+        """Round trip of one peer-exchange request to a connected peer, in ms (a baseline)."""
+        peers = self._host.connected_peers()
+        if not peers:
+            return None
+        start = trio.current_time()
+        ok = await self.exchange_with(sorted(peers)[0])
+        return (trio.current_time() - start) * 1000.0 if ok else None
+
     async def exchange_with(self, peer: PeerId) -> bool:
         """Swap adverts with a connected peer; True on success."""
         try:

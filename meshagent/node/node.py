@@ -159,6 +159,9 @@ class Node:
         peers.sort(key=lambda p: (p["name"], p["peer_id"]))
         return {"peers": peers}
 
+    async def _op_rtt_probe(self, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        return {"rtt_ms": await self.mesh.rtt_probe()}
+
     async def _op_leave(self, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
         self.leave()
         return {"leaving": True}
@@ -194,6 +197,7 @@ class Node:
                 self.trust = TrustStore(self.data_dir)
                 pairing = PairingService(host, self.membership, self.trust, self.build_advert_name())
                 self.placement = PlacementService(host, self.membership, self.trust, self.config)
+                self.mesh = MeshService(host, self.membership, self.config)
                 control = ControlServer(
                     self.data_dir,
                     {
@@ -202,11 +206,12 @@ class Node:
                         "leave": self._op_leave,
                         **pairing.install(),
                         **self.placement.install(),
+                        "rtt_probe": self._op_rtt_probe,
                     },
                 )
                 async with trio.open_nursery() as nursery:
                     await nursery.start(control.run)
-                    await nursery.start(MeshService(host, self.membership, self.config).run)
+                    await nursery.start(self.mesh.run)
                     if self._handle_signals:
                         nursery.start_soon(self._watch_signals)
                     if self._on_ready is not None:

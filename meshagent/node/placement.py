@@ -93,7 +93,7 @@ class PlacementService:
         config: Config,
         *,
         busy_s: Callable[[], float] = lambda: 0.0,
-        bid_window_s: float = 0.5,
+        bid_window_s: float = 1.5,
     ) -> None:
         self._host = host
         self._members = membership
@@ -201,8 +201,10 @@ class PlacementService:
     # --- auctioneer side ---------------------------------------------------------
 
     async def _ask(self, peer: PeerId, payload: bytes, auction_obj: Auction, counter: list[int]) -> None:
+        t0 = trio.current_time()
         try:
             stream = await self._host.open_stream(peer, AUCTION_PROTOCOL)
+            log.debug("stream to %s open after %.1f ms", peer[-6:], (trio.current_time() - t0) * 1000)
             try:
                 await stream.send_frame(payload)
                 counter[0] += 1
@@ -210,6 +212,7 @@ class PlacementService:
                 counter[0] += 1
             finally:
                 await stream.close()
+            log.debug("answer from %s after %.1f ms", peer[-6:], (trio.current_time() - t0) * 1000)
             signer, msg = auction.decode(reply, now=time.time())
             match msg:
                 case Bid():
