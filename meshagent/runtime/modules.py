@@ -134,8 +134,9 @@ class ModuleCache:
         try:
             module = wasmtime.Module(self._engine, wasm)
         except wasmtime.WasmtimeError as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid module"
-            raise ModuleError(f"not a valid WebAssembly module ({first}); rebuild it with `meshagent build`") from exc
+            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and ln.strip() != "Caused by:"]
+            detail = ": ".join(lines) or "invalid module"
+            raise ModuleError(f"not a valid WebAssembly module ({detail}); rebuild it with `meshagent build`") from exc
         if path is not None:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
