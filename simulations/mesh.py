@@ -26,6 +26,7 @@ from meshagent.protocol.auction import CallForBids, estimate_for, prefill_tokens
 from meshagent.protocol.scoring import Reputation, privacy_allows
 from meshagent.protocol.signed import PeerId
 
+from simulations import handoff
 from simulations.devices import ELECTRICITY_PER_KWH
 from simulations.metrics import Recorder
 from simulations.models import MODELS
@@ -71,6 +72,8 @@ class AgentState:
     kv_model: ModelAd | None = None
     kv_tokens: int = 0
     decisions: int = 0
+    generation: int = 0
+    """Grows with every handoff, as the snapshot header's generation does."""
 
     def fork(self, i: int) -> AgentState:
         return AgentState(f"{self.agent_id}.{i}", self.owner, self.location, self.context_tokens, self.kv_model, self.kv_tokens)
@@ -185,9 +188,21 @@ class Mesh:
         t0 = env.now
         ctx = world.bidder_context(dev, call, agent.owner)
         with_kv = uses_kv(call, placement.model, ctx, staying=staying)
+        move: handoff.Handoff | None = None
         if not staying:
             bps, rtt = world.path(agent.location, dev.peer)
-            yield env.timeout(2 * rtt + (call.snapshot_bytes + (call.kv_bytes if with_kv else 0)) / bps)
+            agent.generation += 1
+            body = call.snapshot_bytes + (call.kv_bytes if with_kv else 0)
+            move = handoff.begin(agent.agent_id, agent.generation, body)
+            yield env.timeout(rtt + body / bps)
+            if not dev.alive:  # gone before it stored the copy: the sender keeps the agent
+                handoff.abort(move)
+                self.rec.handoff_frames += move.frames
+                yield from self._lost(dev, call)
+                return False
+            handoff.finish(move)
+            self.rec.handoff_frames += move.frames
+            yield env.timeout(rtt)
         if not dev.alive:
             yield from self._lost(dev, call)
             return False

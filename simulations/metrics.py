@@ -28,6 +28,7 @@ class Recorder:
     privacy_violations: int = 0
     battery_wh: float = 0.0
     migrations: int = 0
+    handoff_frames: int = 0
     messages: list[int] = field(default_factory=list)
     faults: int = 0
     degraded: int = 0
@@ -47,6 +48,8 @@ class Summary:
     privacy_violations: int
     battery_wh: float
     migrations: int
+    handoff_messages: int
+    """Handoff protocol messages (offer, accept, body, stored, commit, resumed; abort)."""
     messages_per_decision: float
     decisions: int
     faults: int
@@ -64,6 +67,7 @@ class Summary:
             "privacy_violations": self.privacy_violations,
             "battery_wh": round(self.battery_wh, 3),
             "migrations": self.migrations,
+            "handoff_messages": self.handoff_messages,
             "messages_per_decision": round(self.messages_per_decision, 2),
             "decisions": self.decisions,
             "faults": self.faults,
@@ -83,6 +87,7 @@ def summarise(r: Recorder) -> Summary:
         privacy_violations=r.privacy_violations,
         battery_wh=r.battery_wh,
         migrations=r.migrations,
+        handoff_messages=r.handoff_frames,
         messages_per_decision=fmean(r.messages) if r.messages else 0.0,
         decisions=len(r.messages),
         faults=r.faults,

@@ -84,12 +84,12 @@ def print_tables(results: Results, console: Console | None = None) -> None:
     for workload, row in results.table.items():
         t = Table(title=f"{workload} ({results.mode}, {results.scenario.tasks} tasks)")
         for col in ("policy", "p50 s", "p95 s", "cost $", "tokens/$", "privacy viol.", "battery Wh",
-                    "migrations", "msgs/decision", "faults", "degraded"):
+                    "migrations", "handoff msgs", "msgs/decision", "faults", "degraded"):
             t.add_column(col, justify="left" if col == "policy" else "right")
         for name, s in row.items():
             t.add_row(
                 name, _fmt(s.latency_p50_s), _fmt(s.latency_p95_s), f"{s.cost:.4f}", _fmt(s.cost_efficiency, 0),
-                str(s.privacy_violations), _fmt(s.battery_wh, 2), str(s.migrations),
+                str(s.privacy_violations), _fmt(s.battery_wh, 2), str(s.migrations), str(s.handoff_messages),
                 _fmt(s.messages_per_decision, 2), str(s.faults), str(s.degraded_steps),
             )
         console.print(t)
@@ -128,18 +128,20 @@ def plot(results: Results, out: Path) -> list[Path]:
         for ax, wl in zip(axes[0], workloads):
             row: dict[str, Summary] = results.table[wl]
             xs = range(len(names))
+            leaks = [row[n].privacy_violations > 0 for n in names]
+            values = [row[n].latency_p50_s if metric == "latency" else row[n].cost for n in names]
+            base = "tab:blue" if metric == "latency" else "tab:green"
+            bars_ = ax.bar(xs, values, color=[("lightgray" if leak else base) for leak in leaks],
+                           label="p50" if metric == "latency" else "cost")
+            for bar, leak in zip(bars_, leaks):
+                if leak:
+                    bar.set_hatch("//")
+                    bar.set_edgecolor("darkred")
             if metric == "latency":
-                p50 = [row[n].latency_p50_s for n in names]
-                p95 = [row[n].latency_p95_s for n in names]
-                ax.bar(xs, p50, color="tab:blue", label="p50")
-                ax.scatter(xs, p95, color="tab:red", marker="_", s=200, label="p95", zorder=3)
-                ax.legend(fontsize=8)
-            else:
-                ax.bar(xs, [row[n].cost for n in names], color="tab:green")
-            for i, n in enumerate(names):
-                if row[n].privacy_violations:
-                    ax.annotate("privacy\nviolated", (i, 0), xytext=(0, 4), textcoords="offset points",
-                                ha="center", fontsize=6, color="darkred")
+                ax.scatter(xs, [row[n].latency_p95_s for n in names], color="tab:red", marker="_", s=200,
+                           label="p95", zorder=3)
+            ax.bar([0], [0], color="lightgray", hatch="//", edgecolor="darkred", label="breaks privacy")
+            ax.legend(fontsize=7)
             ax.set_xticks(list(xs), names, rotation=45, ha="right", fontsize=8)
             ax.set_title(wl)
             ax.set_ylabel(ylabel)
@@ -164,11 +166,13 @@ def plot(results: Results, out: Path) -> list[Path]:
     a1.set_ylabel("messages per placement decision")
     a1.set_ylim(bottom=0)
     a1.legend()
+    a1.set_title("auction messages per decision (bounded fan-out)")
     a2.plot(nodes, [1000 * p.sim_seconds / max(p.decisions, 1) for p in pts], "o-")
     a2.set_xscale("log")
     a2.set_yscale("log")
     a2.set_xlabel("nodes in the mesh")
     a2.set_ylabel("simulator CPU per decision, ms")
+    a2.set_title("home CPU: select_bidders scans the peer table")
     fig.tight_layout()
     paths.append(out / "scaling.png")
     fig.savefig(paths[-1], dpi=110)
