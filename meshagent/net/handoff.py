@@ -24,7 +24,7 @@ from typing import BinaryIO, Final, Protocol
 import trio
 
 from meshagent.errors import HandoffError, HandoffRejected, MeshError, RemoteProtocolError
-from meshagent.net.bulk import TOKEN_BYTES, BulkListener, connect_bulk, ips_of_addrs
+from meshagent.net.bulk import TOKEN_BYTES, BulkListener, connect_bulk
 from meshagent.net.host import MeshHost, Stream
 from meshagent.protocol import handoff as hp
 from meshagent.protocol import snapshot as snap
@@ -40,7 +40,6 @@ from meshagent.protocol.handoff import (
     Offer,
     Query,
     Reject,
-    RejectReason,
     Resumed,
     Status,
     Stored,

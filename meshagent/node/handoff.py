@@ -66,6 +66,7 @@ log = logging.getLogger(__name__)
 
 DB_NAME: Final = "handoff.sqlite"
 RETRY_S: Final = 1.0
+DEFAULT_LIMITS: Final = snap.Limits()
 EXPORT_TTL_S: Final = 30 * 24 * 3600.0
 """An exported file may travel by sneakernet: it stays importable for 30 days."""
 _PRE_COMMIT: Final = ("offered", "accepted", "sending", "awaiting_stored")
@@ -232,7 +233,7 @@ class HandoffManager:
         host: MeshHost,
         custody: AgentCustody,
         peers: PeerLookup,
-        limits: snap.Limits = snap.Limits(),
+        limits: snap.Limits = DEFAULT_LIMITS,
         ttl_s: float = 300.0,
         clock: Callable[[], float] = time.time,
         allow_bulk: bool = True,

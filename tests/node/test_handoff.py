@@ -198,7 +198,7 @@ async def test_export_to_self_and_import_after_loss(tmp_path):
         assert a.custody.state("agent-1") == "running" and out.exists()
         with pytest.raises(HandoffError):  # still running here: importing would run it twice
             await a.manager.snapshot_import({"file": str(out)}, emit)
-        with pytest.raises(Exception):  # sealed to A: B cannot open it
+        with pytest.raises(WrongRecipient):  # sealed to A: B cannot open it
             await b.manager.snapshot_import({"file": str(out)}, emit)
         await a.custody.release("agent-1")  # the agent is lost
         result = await a.manager.snapshot_import({"file": str(out)}, emit)
