@@ -16,7 +16,7 @@ which is the ``2 * rtt + bytes / bandwidth`` a bid's transfer estimate assumes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
 
 from meshagent.protocol.handoff import (
     Abort,
@@ -25,6 +25,7 @@ from meshagent.protocol.handoff import (
     Commit,
     HandoffReceiver,
     HandoffSender,
+    Message,
     Offer,
     ReceiverState,
     Resumed,
@@ -36,6 +37,7 @@ from meshagent.protocol.handoff import (
 __all__ = ["Handoff", "begin", "finish", "abort", "MAX_BODY"]
 
 MAX_BODY: Final = 64 << 30
+M = TypeVar("M", bound=Message)
 _HEADER: Final = b"simulated snapshot header"
 
 
@@ -77,7 +79,7 @@ def abort(h: Handoff) -> None:
     assert h.sender.state is SenderState.ABORTED
 
 
-def _through(h: Handoff, frame: bytes, msg: object) -> object:
+def _through(h: Handoff, frame: bytes, msg: M) -> M:
     h.frames += 1
     assert frame  # the machine produced a frame for it
     return msg

@@ -15,7 +15,7 @@ winner's estimate against the measured time into the owner's
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Final
 
@@ -44,10 +44,12 @@ from simulations.policies import (
 from simulations.workloads import HELD_DEVICE, Fork, Step, Task
 from simulations.world import ADVERT_TTL_S, Device, World
 
-__all__ = ["AgentState", "Mesh", "snapshot_bytes", "PEAK_FRACTION", "RETRY_S", "MAX_RETRIES"]
+__all__ = ["Proc", "AgentState", "Mesh", "snapshot_bytes", "PEAK_FRACTION", "RETRY_S", "MAX_RETRIES"]
 
 PEAK_FRACTION: Final = 1.0 / (1.0 + 0.1 * (1.0 - 2.718281828459045**-10))
 """Sourced speeds are means; a step runs at most this much faster (no throttling, no background load)."""
+Proc = Generator[simpy.Event, object, None]
+"""A SimPy process body."""
 RETRY_S: Final = 2.0
 """Wait before asking again when nobody could take a step."""
 MAX_RETRIES: Final = 5
@@ -92,7 +94,7 @@ class Mesh:
 
     # --- tasks -----------------------------------------------------------------------
 
-    def task(self, task: Task) -> Iterator[simpy.Event]:
+    def task(self, task: Task) -> Proc:
         yield self.env.timeout(max(task.start_s - self.env.now, 0.0))
         held = self.world.held(task.owner, HELD_DEVICE[task.workload])
         agent = AgentState(task.task_id, task.owner, held.peer, task.base_tokens)
@@ -106,14 +108,14 @@ class Mesh:
         self.rec.task_latency[task.task_id] = self.env.now - start
         self.rec.useful_tokens += task.useful_tokens()
 
-    def fork(self, agent: AgentState, fork: Fork, held: Device) -> Iterator[simpy.Event]:
+    def fork(self, agent: AgentState, fork: Fork, held: Device) -> Proc:
         children = [agent.fork(i) for i in range(len(fork.children))]
         procs = [self.env.process(self.chain(c, steps, held)) for c, steps in zip(children, fork.children)]
         yield self.env.all_of(procs)
         # The parent gathers the children's results: they become fresh context at its home.
         agent.context_tokens += sum(s.output_tokens for steps in fork.children for s in steps)
 
-    def chain(self, agent: AgentState, steps: tuple[Step, ...], held: Device) -> Iterator[simpy.Event]:
+    def chain(self, agent: AgentState, steps: tuple[Step, ...], held: Device) -> Proc:
         for s in steps:
             yield from self.step(agent, s, held)
 
@@ -154,7 +156,7 @@ class Mesh:
                 return nearest_peer(self.world, call.requirement, held)
         raise ValueError(f"unknown policy kind {self.spec.kind!r}")
 
-    def step(self, agent: AgentState, step: Step, held: Device) -> Iterator[simpy.Event]:
+    def step(self, agent: AgentState, step: Step, held: Device) -> Proc:
         if step.tool_s:
             yield self.env.timeout(step.tool_s)
         agent.context_tokens += step.new_tokens
@@ -180,7 +182,9 @@ class Mesh:
                 self.rec.degraded += degraded or relaxed
                 return
 
-    def _execute(self, agent: AgentState, step: Step, call: CallForBids, placement: Placement) -> Iterator[simpy.Event]:
+    def _execute(
+        self, agent: AgentState, step: Step, call: CallForBids, placement: Placement
+    ) -> Generator[simpy.Event, object, bool]:
         assert placement.device is not None and placement.model is not None
         world, env = self.world, self.env
         dev = world.devices[placement.device]
@@ -254,7 +258,7 @@ class Mesh:
         """A step's time over the device's measured mean: at least PEAK_FRACTION, mean 1."""
         return PEAK_FRACTION * (1.0 + min(self.rng.expovariate(10.0), 1.0))
 
-    def _lost(self, dev: Device, call: CallForBids) -> Iterator[simpy.Event]:
+    def _lost(self, dev: Device, call: CallForBids) -> Proc:
         """The step died with its device: the home learns it when the advert expires."""
         self.rec.faults += 1
         dev.reservations = dev.reservations.release(call.auction_id)
@@ -274,7 +278,7 @@ class Mesh:
         else:
             self.rec.cost += energy_wh / 1000.0 * ELECTRICITY_PER_KWH
 
-    def _oracle_step(self, agent: AgentState, step: Step) -> Iterator[simpy.Event]:
+    def _oracle_step(self, agent: AgentState, step: Step) -> Proc:
         fresh = max(agent.context_tokens - agent.kv_tokens, 0) if agent.kv_model is not None else agent.context_tokens
         bound = oracle_bound(self.world, step.requirement, step.privacy, agent.owner, fresh, step.output_tokens)
         self.rec.messages.append(0)

@@ -15,7 +15,7 @@ message; everything it sends (adverts, bids) is a frozen protocol dataclass.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Final
 
@@ -222,7 +222,7 @@ class World:
         self._view = None
         return outcome
 
-    def _leave(self, d: Device, rng: random.Random) -> Iterator[simpy.Event]:
+    def _leave(self, d: Device, rng: random.Random) -> Generator[simpy.Event, object, None]:
         d.alive = False
         if rng.random() < 0.5:  # clean shutdown: a signed goodbye
             self.table, _ = self.table.apply_goodbye(Goodbye(d.peer, d.seq, d.instance.to_bytes(8, "big")))
@@ -239,7 +239,7 @@ class World:
         if gone:
             self._view = None
 
-    def _join(self, d: Device) -> Iterator[simpy.Event]:
+    def _join(self, d: Device) -> Generator[simpy.Event, object, None]:
         d.alive = True
         d.instance += 1
         d.reservations = Reservations()
@@ -250,7 +250,7 @@ class World:
             self.table, _ = self.table.expire(self.env.now)
             self._view = None
 
-    def churn(self, d: Device, rng: random.Random) -> Iterator[simpy.Event]:
+    def churn(self, d: Device, rng: random.Random) -> Generator[simpy.Event, object, None]:
         """SimPy process: the device leaves and rejoins on its precomputed schedule."""
         for down, up in d.downtimes:
             yield self.env.timeout(max(down - self.env.now, 0.0))
@@ -258,7 +258,7 @@ class World:
             yield self.env.timeout(max(up - self.env.now, 0.0))
             yield from self._join(d)
 
-    def plugging(self, d: Device, rng: random.Random, horizon: float) -> Iterator[simpy.Event]:
+    def plugging(self, d: Device, rng: random.Random, horizon: float) -> Generator[simpy.Event, object, None]:
         """SimPy process: a battery device is unplugged and plugged in again (recharged)."""
         while self.env.now < horizon:
             yield self.env.timeout(rng.expovariate(1.0 / 1800.0))
@@ -289,13 +289,13 @@ def build_world(env: simpy.Environment, layout: Layout, *, seed: int, horizon: f
     plan: list[tuple[str, str, int, int | None, bool]] = []  # class, role, site, owner, held
     for s in range(layout.sites):
         held_seen: set[str] = set()
-        for cls, ownership in SITE_DEVICES:
+        for role, ownership in SITE_DEVICES:
             owned = ownership if ownership is not None else s % 2 == 0
-            name = layout.identical or cls
-            held = owned and cls in ("phone", "laptop") and cls not in held_seen
+            name = layout.identical or role
+            held = owned and role in ("phone", "laptop") and role not in held_seen
             if held:
-                held_seen.add(cls)
-            plan.append((name, cls, s, s if owned else None, held))
+                held_seen.add(role)
+            plan.append((name, role, s, s if owned else None, held))
     cloud = layout.identical or "cloud_gpu"
     plan += [(cloud, "cloud_gpu", CLOUD_SITE if layout.identical is None else 0, None, False)] * layout.clouds
     liars: set[int] = set()
