@@ -27,6 +27,8 @@ from meshagent.node.control import ControlServer, Emit
 from meshagent.node.hardware import emulate_profile, probe_hardware
 from meshagent.node.identity import DataDirLock, Identity, ensure_private_dir, load_or_create_identity
 from meshagent.node.membership import Membership
+from meshagent.node.agents import NodeAgents
+from meshagent.node.handoff import HandoffManager, peers_from_membership
 from meshagent.node.mesh import MeshService
 from meshagent.node.models import NodeModels
 from meshagent.node.pairing import PairingService
@@ -198,6 +200,21 @@ class Node:
                 pairing = PairingService(host, self.membership, self.trust, self.build_advert_name())
                 self.placement = PlacementService(host, self.membership, self.trust, self.config)
                 self.mesh = MeshService(host, self.membership, self.config)
+                self.agents = NodeAgents(
+                    self.config, self.data_dir, host=host, models=self.node_models, placement=self.placement, trust=self.trust
+                )
+                self.placement.set_busy(self.agents.busy_s)
+                self.load = self.agents.load
+                self.handoff = HandoffManager(
+                    data_dir=self.data_dir,
+                    identity=self.identity,
+                    host=host,
+                    custody=self.agents,
+                    peers=peers_from_membership(self.membership),
+                    trusted=lambda peer: peer in self.trust,  # type: ignore[operator]
+                    on_lan=self.placement.on_link,
+                )
+                self.agents.handoff = self.handoff
                 control = ControlServer(
                     self.data_dir,
                     {
@@ -206,14 +223,19 @@ class Node:
                         "leave": self._op_leave,
                         **pairing.install(),
                         **self.placement.install(),
+                        **self.agents.handlers(),
+                        **self.handoff.handlers(),
                         "rtt_probe": self._op_rtt_probe,
                     },
                 )
                 async with trio.open_nursery() as nursery:
                     await nursery.start(control.run)
                     await nursery.start(self.mesh.run)
+                    await nursery.start(self.agents.run)
+                    await nursery.start(self.handoff.run)
                     if self._handle_signals:
                         nursery.start_soon(self._watch_signals)
+                    nursery.start_soon(self.node_models.self_benchmark)
                     if self._on_ready is not None:
                         self._on_ready(self)
                     task_status.started(self)

@@ -109,13 +109,17 @@ class PlacementService:
         self._limits: dict[PeerId, _RateLimit] = {}
         self.refused_calls = 0
 
+    def set_busy(self, busy_s: Callable[[], float]) -> None:
+        """Where bids learn how much work is already queued here."""
+        self._busy_s = busy_s
+
     def install(self) -> dict[str, Any]:
         self._host.set_handler(AUCTION_PROTOCOL, self._serve)
         return {"auction": self._op_auction, "auctions": self._op_auctions}
 
     # --- what this node knows --------------------------------------------------
 
-    def _own_advert(self) -> Advert:
+    def own_advert(self) -> Advert:
         if self._members.own is None:
             self._members.refresh_own()
         assert self._members.own is not None
@@ -124,7 +128,7 @@ class PlacementService:
     def _adverts(self) -> dict[PeerId, Advert]:
         return {p: e.advert for p, e in self._members.table.items()}
 
-    def _on_link(self, peer: PeerId) -> bool:
+    def on_link(self, peer: PeerId) -> bool:
         entry = self._members.table.get(peer)
         return bool(entry) and any(is_on_link(a) for a in entry.advert.addrs)
 
@@ -135,11 +139,11 @@ class PlacementService:
         return frozenset({owner}) | (self._trust.peers() if owner in self._trust else frozenset())
 
     def _context(self, call: CallForBids) -> BidderContext:
-        me = self._own_advert()
+        me = self.own_advert()
         home = call.home
         entry = self._members.table.get(home)
         rtt_s = (entry.rtt_ms or 1.0) / 1000.0 if entry else 0.001
-        on_link = home == self._host.peer_id or self._on_link(home)
+        on_link = home == self._host.peer_id or self.on_link(home)
         return BidderContext(
             me=self._host.peer_id,
             models=me.models,
@@ -234,7 +238,14 @@ class PlacementService:
             except Exception as exc:  # best effort: reservations expire anyway
                 log.debug("telling %s failed: %s", peer, exc)
 
-    async def run_auction(self, step: StepRequest, *, award: bool = True, exclude: frozenset[PeerId] = frozenset()) -> Decision:
+    async def run_auction(
+        self,
+        step: StepRequest,
+        *,
+        award: bool = True,
+        exclude: frozenset[PeerId] = frozenset(),
+        trigger: str = "requested",
+    ) -> Decision:
         """Hold one auction for ``step``; the home node bids for itself."""
         if step.privacy not in PRIVACY_CLASSES or step.policy not in POLICIES:
             raise AuctionError(f"privacy must be one of {PRIVACY_CLASSES} and policy one of {POLICIES}")
@@ -259,7 +270,7 @@ class PlacementService:
             max_price=step.max_price,
         )
         owner_devices = self._owner_devices(owner)
-        on_link = frozenset(p for p in self._members.table if self._on_link(p))
+        on_link = frozenset(p for p in self._members.table if self.on_link(p))
         adverts = {p: a for p, a in self._adverts().items() if p not in exclude}
         rtt = {p: e.rtt_ms for p, e in self._members.table.items() if e.rtt_ms is not None}
         invited = select_bidders(call, adverts, owner_devices=owner_devices, on_link=on_link, rtt_ms=rtt)  # type: ignore[arg-type]
@@ -306,6 +317,7 @@ class PlacementService:
             "declines": [asdict(d) for d in decision.declines],
             "winner": decision.winner,
             "reason": decision.reason,
+            "trigger": trigger,
             "decision_ms": round(decide_s * 1000, 3),
             "messages": messages[0],
         }

@@ -45,6 +45,9 @@ class AgentMeta:
     owner: str = ""
     privacy: str = "any"
     policy: str = "balanced"
+    llm_models: tuple[str, ...] = ()
+    """The sha256 of the model that answered each of the agent's LLM steps so far, in order:
+    a receiver rebuilds each model's conversation from exactly the steps that model took."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +75,7 @@ def to_sections(agent: FrozenAgent, *, include_kv: bool) -> list[tuple[str, byte
     wire = snap.to_wire()
     meta = {k: v for k, v in wire.items() if k not in ("module", "journal", "image", "vfs")}
     meta.update(owner=agent.meta.owner, privacy=agent.meta.privacy, policy=agent.meta.policy,
+                llm_models=list(agent.meta.llm_models),
                 kv_model_hash=agent.kv_model_hash if include_kv else None)
     sections: list[tuple[str, bytes]] = [("meta", codec.encode(meta))]
     if snap.module is not None:
@@ -134,7 +138,7 @@ def from_sections(sections: Mapping[str, bytes], header: SnapshotHeader) -> Froz
         if not isinstance(meta, dict):
             raise SealError("the meta section must be a map")
         wire: dict[str | int, object] = dict(meta)
-        for key in ("owner", "privacy", "policy", "kv_model_hash"):
+        for key in ("owner", "privacy", "policy", "kv_model_hash", "llm_models"):
             wire.pop(key, None)
         module = sections.get("module")
         if module is not None and hashlib.sha256(module).hexdigest() != header.module_sha256:
@@ -159,12 +163,16 @@ def from_sections(sections: Mapping[str, bytes], header: SnapshotHeader) -> Froz
     if snapshot.agent_id != header.agent_id or snapshot.module_sha256 != header.module_sha256:
         raise SealError("the snapshot's content does not match its signed header")
     privacy = meta.get("privacy", "any")
+    llm_models = meta.get("llm_models", [])
+    if not isinstance(llm_models, list) or not all(isinstance(m, str) and len(m) <= 64 for m in llm_models):
+        raise SealError("llm_models in the meta section must be a list of model digests")
     return FrozenAgent(
         snapshot=snapshot,
         meta=AgentMeta(
             owner=str(meta.get("owner", "")),
             privacy=privacy if privacy in PRIVACY_CLASSES else "private",
             policy=str(meta.get("policy", "balanced")),
+            llm_models=tuple(llm_models),  # type: ignore[arg-type]
         ),
         kv_model_hash=meta.get("kv_model_hash") if isinstance(meta.get("kv_model_hash"), str) else None,  # type: ignore[arg-type]
         kv_blobs=kv,

@@ -313,6 +313,10 @@ class AgentManager:
             out.extend(cid for cid, rec in self._records.items() if rec.agent.parent_id == agent_id and cid not in out)
         return out
 
+    def is_known(self, agent_id: str) -> bool:
+        """Whether this node holds the agent (running, stopped or frozen)."""
+        return agent_id in self._records
+
     def is_active(self, agent_id: str) -> bool:
         """Whether the agent is running now (on a worker thread)."""
         return self._record(agent_id).active

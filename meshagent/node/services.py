@@ -1,0 +1,235 @@
+"""Host services of a node: the ``mesh`` imports backed by this node's models, with placement.
+
+Each ``mesh_llm`` step is a placement decision. The step runs here when this
+node holds a model that fits and may run it; otherwise (or when the device is
+on a low battery) the node holds an auction, and if another peer wins, the
+service raises :class:`~meshagent.runtime.services.Suspend`: the agent stops
+before the call is journaled, and the node hands it over to the winner, where
+replay brings it back to this very call, made live there.
+
+Conversations: each (agent, model) pair is one engine session. A session that
+is not resident here (the agent arrived by handoff, or the node restarted) is
+rebuilt before the next live step by replaying that model's earlier steps
+into the engine — greedy decoding is deterministic, so the rebuilt
+conversation is the one the agent had.
+
+Emulated profiles really run slower: after each step the service sleeps so
+that the step takes ``1 / speed`` times as long as it did on this machine.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from meshagent.errors import InferenceError, MeshError
+from meshagent.inference.engine import GenerateOptions, LlmEngine, SessionId
+from meshagent.node.models import NodeModels
+from meshagent.protocol.advert import ModelAd
+from meshagent.protocol.auction import ModelRequirement, best_model
+from meshagent.runtime.services import LlmOptions
+
+__all__ = ["StepRecord", "StepLog", "MemoryStepLog", "NodeServices", "Placer", "session_of", "requirement_of"]
+
+log = logging.getLogger(__name__)
+
+Placer = Callable[[str, LlmOptions, int, "ModelAd | None"], None]
+"""``placer(agent_id, options, prompt_tokens, local_model)``: returns to run here, raises Suspend to move."""
+
+
+def session_of(agent_id: str, model_name: str) -> SessionId:
+    return SessionId(f"{agent_id}@{model_name}")
+
+
+def requirement_of(options: LlmOptions) -> ModelRequirement:
+    """``model=`` of ``mesh_llm_options``: a model name, ``size>=large`` or ``size=large``."""
+    return ModelRequirement(options.model.strip())
+
+
+def _known(engine: LlmEngine, session: SessionId) -> bool:
+    try:
+        return bool(engine.tokens(session))
+    except InferenceError:
+        return False
+
+
+class StepLog(Protocol):
+    """Which model answered each LLM step of an agent (model sha256 per step, in order)."""
+
+    def get(self, agent_id: str) -> list[str]: ...
+
+    def set(self, agent_id: str, models: list[str]) -> None: ...
+
+
+class MemoryStepLog:
+    """A :class:`StepLog` in memory (``meshagent run --local``; nodes persist theirs)."""
+
+    def __init__(self) -> None:
+        self._steps: dict[str, list[str]] = {}
+
+    def get(self, agent_id: str) -> list[str]:
+        return list(self._steps.get(agent_id, []))
+
+    def set(self, agent_id: str, models: list[str]) -> None:
+        self._steps[agent_id] = list(models)
+
+
+@dataclass(slots=True)
+class StepRecord:
+    """The last live LLM step of an agent here (for reputation reports and the demo timeline)."""
+
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+
+
+@dataclass(slots=True)
+class _Conversation:
+    replayed: list[tuple[str, str, LlmOptions]] = field(default_factory=list)
+    live: bool = False
+
+
+class NodeServices:
+    """:class:`~meshagent.runtime.services.HostServices` and ``ReplayAware`` for a node."""
+
+    def __init__(
+        self,
+        models: NodeModels,
+        *,
+        placer: Placer | None = None,
+        on_fork: Callable[[str, list[str]], None] | None = None,
+        step_log: StepLog | None = None,
+    ) -> None:
+        """``on_fork(parent_id, child_ids)`` is told of every fork (the node records the family);
+        ``step_log`` keeps, per agent, which model answered each LLM step (it travels with the agent)."""
+        self._models = models
+        self._placer = placer
+        self._on_fork = on_fork
+        self._step_log = step_log or MemoryStepLog()
+        self._lock = threading.Lock()
+        self._conversations: dict[tuple[str, str], _Conversation] = {}
+        self._seen: dict[str, int] = {}
+        """LLM steps (replayed or live) this incarnation of each agent has made."""
+        self.last_step: dict[str, StepRecord] = {}
+
+    def _next_step(self, agent_id: str) -> int:
+        with self._lock:
+            index = self._seen.get(agent_id, 0)
+            self._seen[agent_id] = index + 1
+            return index
+
+    def _by_sha(self, sha256: str) -> ModelAd | None:
+        return next((m for m in self._models.adverts() if m.sha256 == sha256 and m.kind == "llm"), None)
+
+    def _local_model(self, options: LlmOptions) -> ModelAd | None:
+        return best_model(self._models.adverts(), requirement_of(options))
+
+    def _conversation(self, agent_id: str, model: str) -> _Conversation:
+        with self._lock:
+            return self._conversations.setdefault((agent_id, model), _Conversation())
+
+    # --- HostServices -------------------------------------------------------------
+
+    def llm(self, agent_id: str, prompt: str, options: LlmOptions) -> str:
+        local = self._local_model(options)
+        if self._placer is not None:
+            self._placer(agent_id, options, max(1, len(prompt) // 4), local)
+        if local is None:
+            raise InferenceError(f"no model here fits {options.model or 'an LLM step'!r} and no peer took the step")
+        index = self._next_step(agent_id)
+        engine = self._models.registry.llm(local.name)
+        session = session_of(agent_id, local.name)
+        conv = self._conversation(agent_id, local.name)
+        gen_options = GenerateOptions(max_tokens=options.max_tokens, temperature=options.temperature, seed=options.seed)
+        if not conv.live and conv.replayed and not _known(engine, session):
+            self._rebuild(engine, session, conv)
+        start = time.perf_counter()
+        generation = engine.generate(session, prompt, gen_options)
+        elapsed = time.perf_counter() - start
+        speed = self._models.speed
+        if speed < 1.0:
+            time.sleep(elapsed * (1.0 / speed - 1.0))  # emulated device: honestly slower
+        conv.live = True
+        steps = self._step_log.get(agent_id)
+        self._step_log.set(agent_id, [*steps[:index], local.sha256])
+        self.last_step[agent_id] = StepRecord(local.name, generation.prompt_tokens, generation.completion_tokens,
+                                              time.perf_counter() - start)
+        return generation.text
+
+    def _rebuild(self, engine: LlmEngine, session: SessionId, conv: _Conversation) -> None:
+        """Replay this model's earlier steps into a fresh session (deterministic decoding)."""
+        start = time.perf_counter()
+        for prompt, answer, options in conv.replayed:
+            gen = engine.generate(
+                session, prompt, GenerateOptions(max_tokens=options.max_tokens, temperature=options.temperature, seed=options.seed)
+            )
+            if gen.text != answer:
+                log.warning("rebuilt conversation %s differs from the journal (numerical near-tie); continuing", session)
+        log.info("rebuilt %s from %d journaled steps in %.2f s", session, len(conv.replayed), time.perf_counter() - start)
+        conv.replayed.clear()
+
+    def llm_replayed(self, agent_id: str, prompt: str, answer: str, options: LlmOptions) -> None:
+        index = self._next_step(agent_id)
+        steps = self._step_log.get(agent_id)
+        local = self._by_sha(steps[index]) if index < len(steps) else None
+        if local is None:
+            return  # that step ran on a model this node does not hold
+        conv = self._conversation(agent_id, local.name)
+        if not conv.live:
+            conv.replayed.append((prompt, answer, options))
+
+    def embed(self, agent_id: str, text: str) -> Sequence[float]:
+        try:
+            return self._models.registry.embedder().embed([text])[0]
+        except MeshError:
+            raise
+        except Exception as exc:  # onnxruntime raises its own types
+            raise InferenceError(f"embedding failed: {exc}") from exc
+
+    def tool(self, agent_id: str, name: str, args: bytes) -> bytes:
+        raise MeshError(f"no tool named {name!r} is installed on this node")
+
+    def fork(self, parent_id: str, child_ids: Sequence[str]) -> None:
+        """Children continue the parent's conversations, sharing the KV prefix (llama.cpp sequence copy)."""
+        if self._on_fork is not None:
+            self._on_fork(parent_id, list(child_ids))
+        steps = self._step_log.get(parent_id)
+        with self._lock:
+            seen = self._seen.get(parent_id, 0)
+        for child in child_ids:
+            self._step_log.set(child, steps[:seen])
+            with self._lock:
+                self._seen[child] = seen
+        for ad in self._models.adverts():
+            if ad.kind != "llm":
+                continue
+            parent = session_of(parent_id, ad.name)
+            try:
+                engine = self._models.registry.llm(ad.name)
+                if not _known(engine, parent):
+                    continue
+                for child in child_ids:
+                    engine.fork(parent, session_of(child, ad.name))
+                    self._conversation(child, ad.name).live = True
+            except InferenceError as exc:
+                log.debug("no conversation to fork on %s: %s", ad.name, exc)
+
+    def forget(self, agent_id: str) -> None:
+        """Drop an agent's conversations here (it finished, or moved away for good)."""
+        with self._lock:
+            self._seen.pop(agent_id, None)
+            keys = [k for k in self._conversations if k[0] == agent_id]
+            for k in keys:
+                del self._conversations[k]
+        for ad in self._models.adverts():
+            if ad.kind == "llm":
+                try:
+                    self._models.registry.llm(ad.name).drop(session_of(agent_id, ad.name))
+                except InferenceError:
+                    pass
+
