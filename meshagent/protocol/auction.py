@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import hashlib
 import re
 import typing
 from collections.abc import Iterable, Mapping, Sequence
@@ -441,6 +442,9 @@ def select_bidders(
 
     At most ``fanout`` peers, preferring the fastest advertised decoders and
     then the nearest, so the cost of a decision does not grow with the mesh.
+    Remaining ties (a rack of identical cloud GPUs) are broken by a hash of the
+    auction id and the peer: deterministic for one call, but different calls
+    ask different peers instead of every home herding onto the same few.
     An advertised speed is divided by the peer's ``reliability`` factor (the
     home's :class:`~meshagent.protocol.scoring.Reputation`), so a peer known to
     overstate stops taking a fan-out slot from honest ones.
@@ -460,9 +464,10 @@ def select_bidders(
         if ad.hardware.on_battery and (ad.hardware.battery_percent or 0.0) < 20.0:
             continue
         speed = (model.decode_tps or 0.0) / max(reliability.get(peer, 1.0), 1e-3)
-        scored.append((-speed, rtt_ms.get(peer, 1e6), peer))
+        spread = hashlib.sha256(f"{call.auction_id}\0{peer}".encode()).digest()
+        scored.append((-speed, rtt_ms.get(peer, 1e6), spread, peer))
     scored.sort()
-    return [p for _, _, p in scored[:fanout]]
+    return [p for *_, p in scored[:fanout]]
 
 
 class AuctionState(enum.Enum):
