@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from statistics import fmean
 
@@ -63,7 +64,7 @@ class Summary:
             "latency_p95_s": round(self.latency_p95_s, 3),
             "latency_mean_s": round(self.latency_mean_s, 3),
             "cost": round(self.cost, 6),
-            "cost_efficiency": round(self.cost_efficiency, 1),
+            "cost_efficiency": round(self.cost_efficiency, 1) if math.isfinite(self.cost_efficiency) else None,
             "privacy_violations": self.privacy_violations,
             "battery_wh": round(self.battery_wh, 3),
             "migrations": self.migrations,

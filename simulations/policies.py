@@ -101,7 +101,7 @@ class Placement:
     """Auction messages on the network for this decision."""
     estimated_s: float | None = None
     """The winning bid's own time estimate, before reputation (what the winner is judged on)."""
-    invited: int = 0
+    invited: tuple[PeerId, ...] = ()
 
 
 def relax(requirement: str) -> str:
@@ -174,10 +174,10 @@ def forage(
         + (2 if remote_winner else 0)  # award, and the winner's report afterwards
     )
     if award is None or decision.winner is None:
-        return Placement(None, None, close - now, messages, None, len(invited))
+        return Placement(None, None, close - now, messages, None, tuple(invited))
     bid = next(b for b in decision.bids if b.bidder == decision.winner)
     model = next(m for m in world.devices[decision.winner].ads if m.sha256 == bid.model_sha256)
-    return Placement(decision.winner, model, close - now, messages, bid.estimate.total_s, len(invited))
+    return Placement(decision.winner, model, close - now, messages, bid.estimate.total_s, tuple(invited))
 
 
 def local_only(world: World, requirement: str, held: Device) -> tuple[Placement, bool]:

@@ -51,7 +51,7 @@ def claims(results: Results) -> dict[str, dict[str, float | None]]:
 
 def as_json(results: Results) -> dict[str, object]:
     obj: dict[str, object] = {}
-    for workload, row in results.table.items():
+    for workload, row in results.table.items():  # cost_efficiency is inf only if nothing cost anything
         obj[workload] = {name: s.as_json() for name, s in row.items()}
     obj["scaling"] = [p.as_json() for p in results.scaling]
     obj["reputation"] = {
@@ -101,12 +101,14 @@ def print_tables(results: Results, console: Console | None = None) -> None:
                     " ".join(f"{x:.2f}" for x in liar_shares(rec)))
     console.print(rep)
     sc = Table(title="scaling: one auction per decision, bounded fan-out")
-    for col in ("nodes", "msgs/decision", "max msgs", "invited", "decisions", "sim s", "sim ms/decision", "build s"):
+    for col in ("nodes", "msgs/decision", "max msgs", "invited", "distinct invited", "busiest share", "decisions",
+                "sim s", "sim ms/decision", "build s"):
         sc.add_column(col, justify="right")
     for p in results.scaling:
         j = p.as_json()
         sc.add_row(*(str(j[k]) for k in ("nodes", "messages_per_decision", "max_messages", "invited_mean",
-                                          "decisions", "sim_seconds", "sim_ms_per_decision", "build_seconds")))
+                                          "distinct_invited", "busiest_share", "decisions", "sim_seconds",
+                                          "sim_ms_per_decision", "build_seconds")))
     console.print(sc)
     console.print(f"simulation wall time: {results.wall_s:.1f} s")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass
 from statistics import fmean
 
@@ -34,6 +35,10 @@ class ScalePoint:
     messages_per_decision: float
     max_messages: int
     invited_mean: float
+    distinct_invited: int
+    """Different peers invited over all the decisions (herding shows as a small number)."""
+    busiest_share: float
+    """Share of decisions that invited the most-invited peer."""
     decisions: int
     sim_seconds: float
     """Wall-clock seconds the simulator spent on this mesh's decisions."""
@@ -46,6 +51,8 @@ class ScalePoint:
             "messages_per_decision": round(self.messages_per_decision, 2),
             "max_messages": self.max_messages,
             "invited_mean": round(self.invited_mean, 2),
+            "distinct_invited": self.distinct_invited,
+            "busiest_share": round(self.busiest_share, 3),
             "decisions": self.decisions,
             "sim_seconds": round(self.sim_seconds, 3),
             "sim_ms_per_decision": round(1000 * self.sim_seconds / max(self.decisions, 1), 3),
@@ -71,6 +78,7 @@ def scaling(*, sizes: tuple[int, ...] = SIZES, decisions: int, seed: int) -> lis
         rng = random.Random(f"scaling/{seed}/{n}")
         spec = PolicySpec("meshagent-balanced", "forage", Policy.BALANCED)
         messages, invited = [], []
+        asked: Counter[str] = Counter()
         for i in range(decisions):
             owner = rng.randrange(layout.sites)
             home = world.held(owner, "laptop").peer
@@ -92,7 +100,8 @@ def scaling(*, sizes: tuple[int, ...] = SIZES, decisions: int, seed: int) -> lis
             )
             placement = forage(world, call, owner, spec, Reputation())
             messages.append(placement.messages)
-            invited.append(placement.invited)
+            invited.append(len(placement.invited))
+            asked.update(placement.invited)
         done = time.perf_counter()
         points.append(
             ScalePoint(
@@ -100,6 +109,8 @@ def scaling(*, sizes: tuple[int, ...] = SIZES, decisions: int, seed: int) -> lis
                 messages_per_decision=fmean(messages),
                 max_messages=max(messages),
                 invited_mean=fmean(invited),
+                distinct_invited=len(asked),
+                busiest_share=max(asked.values(), default=0) / max(decisions, 1),
                 decisions=decisions,
                 sim_seconds=done - built,
                 build_seconds=built - t0,

@@ -117,3 +117,18 @@ def test_fan_out_skips_peers_known_to_overstate():
     assert select_bidders(c, adverts, **kw) == ["liar", "honest"]
     assert select_bidders(c, adverts, reliability={"liar": 10.0}, **kw) == ["honest", "liar"]
     assert select_bidders(c, adverts, reliability={"liar": 60.0}, **kw) == ["honest", "slow"]
+
+
+def test_fan_out_spreads_ties_across_calls_but_not_within_one():
+    from meshagent.protocol.advert import Advert, Hardware
+    from meshagent.protocol.auction import select_bidders
+
+    hw = Hardware(arch="x", os="y", cpu_model="z", cpu_cores=1, ram_total=1, ram_free=1)
+    model = ModelAd("m", "m" * 64, 1, tags=("size=large",), prefill_tps=1000.0, decode_tps=100.0)
+    adverts = {f"gpu{i}": Advert(f"gpu{i}", 1, 0.0, 1e9, "g", (), hw, b"k" * 32, b"s" * 64, b"i", 0.0, models=(model,))
+               for i in range(40)}
+    kw = dict(owner_devices=frozenset(), on_link=frozenset(), fanout=4)
+    first = select_bidders(call(auction_id="x1"), adverts, **kw)
+    assert first == select_bidders(call(auction_id="x1"), adverts, **kw)  # deterministic
+    asked = {p for i in range(20) for p in select_bidders(call(auction_id=f"x{i}"), adverts, **kw)}
+    assert len(asked) > 20

@@ -21,3 +21,10 @@ def test_fanout_is_what_bounds_it():
     # With a larger fan-out the same meshes need more messages: the bound is the fan-out, not luck.
     small = scaling(sizes=(1000,), decisions=10, seed=3)[0]
     assert small.invited_mean > 3  # enough eligible peers that the cap matters
+
+
+def test_homes_do_not_herd_onto_the_same_peers(quick):
+    # 10,000 nodes: hundreds of equally fast cloud GPUs; different calls must ask different ones.
+    big = quick.scaling[-1]
+    assert big.distinct_invited > 3 * 8
+    assert big.busiest_share < 0.9
