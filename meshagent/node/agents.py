@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -129,6 +130,8 @@ class NodeAgents:
         self._forced: set[str] = set()
         self._results_changed = trio.Event()
         self._meta_cache: dict[str, AgentMeta] = {}
+        self.moves: deque[dict[str, Any]] = deque(maxlen=1000)
+        """Handoffs this node made for placement (bytes, seconds), for the timeline."""
 
     # --- metadata ---------------------------------------------------------------------
 
@@ -189,13 +192,13 @@ class NodeAgents:
             return f"on battery at {own.hardware.battery_percent:.0f}%"
         return None
 
-    def _place(self, agent_id: str, options: LlmOptions, prompt_tokens: int, local: ModelAd | None) -> None:
+    def _place(self, agent_id: str, options: LlmOptions, prompt_tokens: int, local: ModelAd | None, step: int) -> None:
         reason = self._trigger(agent_id, options, local)
         if reason is None:
             return
         assert self._token is not None
         meta = self.meta(agent_id)
-        step = StepRequest(
+        request = StepRequest(
             agent_id=agent_id,
             requirement=options.model,
             context_tokens=prompt_tokens,
@@ -205,8 +208,9 @@ class NodeAgents:
             owner=meta.owner,
         )
         exclude = self._excluded.get(agent_id, frozenset())
-        decision = trio.from_thread.run(lambda: self._placement.run_auction(step, exclude=exclude, trigger=reason),
-                                        trio_token=self._token)
+        decision = trio.from_thread.run(
+            lambda: self._placement.run_auction(request, exclude=exclude, trigger=reason, step_index=step), trio_token=self._token
+        )
         self._forced.discard(agent_id)
         if decision.winner is None or decision.winner == self._host.peer_id:
             if local is None:
@@ -233,11 +237,14 @@ class NodeAgents:
         try:
             result = await self.handoff.migrate({"agent": agent_id, "to": move.to}, quiet)
             await trio.to_thread.run_sync(self._record_placement, agent_id, move.to, move.reason)
+            self.moves.append({"agent_id": agent_id, "to": move.to, "bytes": result["bytes"], "seconds": result["seconds"],
+                               "via": result["via"], "sealed": True, "at": time.time()})
             log.info("agent %s moved to %s (%d bytes sealed, %.2f s)", agent_id, move.to, result["bytes"], result["seconds"])
         except (MeshError, OSError) as exc:
             log.warning("moving %s to %s failed (%s); it stays here and tries other peers", agent_id, move.to, exc)
             self._excluded[agent_id] = self._excluded.get(agent_id, frozenset()) | {move.to}
             if self.manager.is_known(agent_id):
+                self.services.restart_count(agent_id)
                 await self.manager.resume(agent_id)
 
     async def request_auction(self, agent_id: str) -> None:
@@ -258,6 +265,7 @@ class NodeAgents:
 
     async def thaw(self, agent_id: str) -> None:
         if self.manager.is_known(agent_id):
+            self.services.restart_count(agent_id)
             await self.manager.resume(agent_id)
             return
         # After a restart the frozen agent is only in the store.
@@ -449,7 +457,14 @@ class NodeAgents:
                 raise AgentNotFound(f"no result for {agent_id} yet")
             return found
 
-        ops.update(run=run, agents=agents, migrate_auction=migrate_auction, result=result)
+        async def steps(params: dict[str, Any], emit: Emit) -> dict[str, Any]:
+            return {
+                "node": self._host.peer_id,
+                "steps": [asdict(r) for r in self.services.steps],
+                "moves": list(self.moves),
+            }
+
+        ops.update(run=run, agents=agents, migrate_auction=migrate_auction, result=result, steps=steps)
         return ops
 
     async def _wait_family(self, root: str) -> list[dict[str, Any]]:

@@ -245,6 +245,7 @@ class PlacementService:
         award: bool = True,
         exclude: frozenset[PeerId] = frozenset(),
         trigger: str = "requested",
+        step_index: int | None = None,
     ) -> Decision:
         """Hold one auction for ``step``; the home node bids for itself."""
         if step.privacy not in PRIVACY_CLASSES or step.policy not in POLICIES:
@@ -318,6 +319,7 @@ class PlacementService:
             "winner": decision.winner,
             "reason": decision.reason,
             "trigger": trigger,
+            "step": step_index,
             "decision_ms": round(decide_s * 1000, 3),
             "messages": messages[0],
         }

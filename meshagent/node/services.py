@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -37,8 +38,8 @@ __all__ = ["StepRecord", "StepLog", "MemoryStepLog", "NodeServices", "Placer", "
 
 log = logging.getLogger(__name__)
 
-Placer = Callable[[str, LlmOptions, int, "ModelAd | None"], None]
-"""``placer(agent_id, options, prompt_tokens, local_model)``: returns to run here, raises Suspend to move."""
+Placer = Callable[[str, LlmOptions, int, "ModelAd | None", int], None]
+"""``placer(agent_id, options, prompt_tokens, local_model, step)``: returns to run here, raises Suspend to move."""
 
 
 def session_of(agent_id: str, model_name: str) -> SessionId:
@@ -78,14 +79,18 @@ class MemoryStepLog:
         self._steps[agent_id] = list(models)
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class StepRecord:
-    """The last live LLM step of an agent here (for reputation reports and the demo timeline)."""
+    """One live LLM step run here (for ``meshagent steps``, the demo timeline and reputation)."""
 
+    agent_id: str
+    step: int
     model: str
+    privacy: str
     prompt_tokens: int
     completion_tokens: int
     seconds: float
+    finished_at: float
 
 
 @dataclass(slots=True)
@@ -115,7 +120,7 @@ class NodeServices:
         self._conversations: dict[tuple[str, str], _Conversation] = {}
         self._seen: dict[str, int] = {}
         """LLM steps (replayed or live) this incarnation of each agent has made."""
-        self.last_step: dict[str, StepRecord] = {}
+        self.steps: deque[StepRecord] = deque(maxlen=1000)
 
     def _next_step(self, agent_id: str) -> int:
         with self._lock:
@@ -137,11 +142,13 @@ class NodeServices:
 
     def llm(self, agent_id: str, prompt: str, options: LlmOptions) -> str:
         local = self._local_model(options)
+        with self._lock:
+            index = self._seen.get(agent_id, 0)
         if self._placer is not None:
-            self._placer(agent_id, options, max(1, len(prompt) // 4), local)
+            self._placer(agent_id, options, max(1, len(prompt) // 4), local, index)
         if local is None:
             raise InferenceError(f"no model here fits {options.model or 'an LLM step'!r} and no peer took the step")
-        index = self._next_step(agent_id)
+        self._next_step(agent_id)
         engine = self._models.registry.llm(local.name)
         session = session_of(agent_id, local.name)
         conv = self._conversation(agent_id, local.name)
@@ -157,8 +164,9 @@ class NodeServices:
         conv.live = True
         steps = self._step_log.get(agent_id)
         self._step_log.set(agent_id, [*steps[:index], local.sha256])
-        self.last_step[agent_id] = StepRecord(local.name, generation.prompt_tokens, generation.completion_tokens,
-                                              time.perf_counter() - start)
+        record = StepRecord(agent_id, index, local.name, options.privacy, generation.prompt_tokens,
+                            generation.completion_tokens, time.perf_counter() - start, time.time())
+        self.steps.append(record)
         return generation.text
 
     def _rebuild(self, engine: LlmEngine, session: SessionId, conv: _Conversation) -> None:
@@ -218,6 +226,11 @@ class NodeServices:
                     self._conversation(child, ad.name).live = True
             except InferenceError as exc:
                 log.debug("no conversation to fork on %s: %s", ad.name, exc)
+
+    def restart_count(self, agent_id: str) -> None:
+        """The agent is about to replay from its start again here (resumed after a failed move)."""
+        with self._lock:
+            self._seen.pop(agent_id, None)
 
     def forget(self, agent_id: str) -> None:
         """Drop an agent's conversations here (it finished, or moved away for good)."""
