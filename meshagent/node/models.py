@@ -9,6 +9,7 @@ throughput (the inference path applies the same factor for real).
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import trio
@@ -40,9 +41,17 @@ def model_ad(info: ModelInfo, speed: float = 1.0) -> ModelAd:
     )
 
 
+def machine_cache_dir() -> Path:
+    """Per-machine cache of model digests and measured throughput, shared by every data dir.
+
+    Throughput is a property of this machine and model, not of one node's identity.
+    """
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "meshagent"
+
+
 class NodeModels:
     def __init__(self, config: Config, data_dir: Path) -> None:
-        self.registry = ModelRegistry(config.models, cache_dir=data_dir / "cache")
+        self.registry = ModelRegistry(config.models, cache_dir=machine_cache_dir())
         self.speed = PROFILE_SPEED.get(config.node.profile, 1.0)
         self._ads: tuple[ModelAd, ...] = ()
 
@@ -52,6 +61,18 @@ class NodeModels:
         self._ads = tuple(model_ad(i, self.speed) for i in infos)
         for ad in self._ads:
             log.info("model %s (%s, %d bytes, %s)", ad.name, ad.sha256[:12], ad.size_bytes, ", ".join(ad.tags) or "no tags")
+
+    async def self_benchmark(self) -> None:
+        """Measure prefill/decode rates of models never measured on this machine (cached per model)."""
+        for ad in self._ads:
+            if ad.kind != "llm" or ad.decode_tps is not None:
+                continue
+            try:
+                tp = await trio.to_thread.run_sync(lambda: self.registry.llm(ad.name).self_benchmark())
+                log.info("model %s: prefill %.0f tok/s, decode %.1f tok/s on this machine", ad.name, tp.prefill_tps, tp.decode_tps)
+            except MeshError as exc:
+                log.warning("self-benchmark of %s failed: %s", ad.name, exc)
+        self.refresh()
 
     def refresh(self) -> None:
         """Pick up throughput measured since start (cheap: everything is cached)."""
