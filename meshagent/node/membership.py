@@ -95,7 +95,10 @@ class Membership:
             log.info("dropped advert via %s: %s", via, exc)
             return None
         if advert.peer_id == self.peer_id:
-            if advert.instance != self.instance and (advert.started_at, advert.instance) < (self.started_at, self.instance):
+            # An older instance is a live duplicate only if it advertised after we started;
+            # before that it may be this node's own advert from before a crash, still gossiped.
+            older = (advert.started_at, advert.instance) < (self.started_at, self.instance)
+            if advert.instance != self.instance and older and advert.issued_at >= self.started_at:
                 self._on_duplicate(DuplicateIdentityError(
                     f"another node is running with this identity ({self.peer_id}) since "
                     f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(advert.started_at))} at "

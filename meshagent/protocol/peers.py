@@ -8,7 +8,12 @@ The table only ever holds verified adverts (decode them with
 * an entry leaves when its advert expires (a killed or unplugged peer stops
   republishing) or on a signed goodbye;
 * two live *instances* of one identity mean a copied data dir: the instance
-  that started first keeps the identity, adverts from the other are refused.
+  that started first keeps the identity, adverts from the other are refused —
+  but only while the first proves it is alive, i.e. its latest advert was
+  issued after the newcomer started. Otherwise the newcomer is the same node
+  restarted after a crash (SIGKILL, power loss: no goodbye was sent) and
+  replaces the old entry at once instead of waiting for it to expire. If the
+  first was alive after all, its next advert takes the identity back.
 """
 
 from __future__ import annotations
@@ -79,9 +84,11 @@ class PeerTable(Mapping[PeerId, PeerEntry]):
             return self._with(advert.peer_id, PeerEntry(advert, first_seen=now, last_seen=now, advert_blob=blob)), Outcome.NEW
         held = current.advert
         if advert.instance != held.instance and held.expires_at > now:
-            if (advert.started_at, advert.instance) > (held.started_at, held.instance):
+            newer = (advert.started_at, advert.instance) > (held.started_at, held.instance)
+            if newer and held.issued_at >= advert.started_at:
                 return self, Outcome.DUPLICATE
-            # The newcomer started first: it is the rightful owner; replace.
+            # The newcomer started first (the rightful owner), or the held instance has not
+            # been heard of since the newcomer started (a restart after a crash): replace.
             return self._with(advert.peer_id, PeerEntry(advert, first_seen=now, last_seen=now, advert_blob=blob)), Outcome.UPDATED
         if advert.seq <= held.seq:
             return self, Outcome.STALE

@@ -52,6 +52,21 @@ def test_second_instance_of_identity_refused(key):
     assert o is Outcome.UPDATED and t2[first.peer_id].advert.instance == first.instance
 
 
+def test_restarted_instance_replaces_a_silent_one(key):
+    # A node SIGKILLed at 990 (last advert issued then) and restarted at 995: no goodbye was sent,
+    # the old advert has not expired yet, but the new instance takes the entry at once.
+    old = make_advert(key, seq=5, now=990.0, instance=b"a" * 16, started_at=900.0)
+    new = make_advert(key, seq=9, now=996.0, instance=b"b" * 16, started_at=995.0)
+    t, _ = PeerTable().apply_advert(old, 996.0)
+    t2, o = t.apply_advert(new, 996.0)
+    assert o is Outcome.UPDATED and t2[old.peer_id].advert.instance == new.instance
+    # Had the old instance been alive (an advert issued after 995), it would take the identity back.
+    t3, o = t2.apply_advert(dataclasses.replace(old, seq=6, issued_at=997.0), 997.0)
+    assert o is Outcome.UPDATED and t3[old.peer_id].advert.instance == old.instance
+    _, o = t3.apply_advert(dataclasses.replace(new, seq=10), 997.0)
+    assert o is Outcome.DUPLICATE
+
+
 def test_rtt(key):
     ad = make_advert(key)
     t, _ = PeerTable().apply_advert(ad, 1000.0)
