@@ -9,6 +9,7 @@ together.
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import signal
 import time
@@ -40,6 +41,27 @@ from meshagent.protocol.peers import PeerEntry
 __all__ = ["Node", "peer_summary"]
 
 log = logging.getLogger(__name__)
+
+
+CRASH_ENV = "MESHAGENT_CRASH_AT"
+"""TEST HOOK: comma-separated handoff crash points (``sender:offered``, ``receiver:stored``, ...; see
+:mod:`meshagent.node.handoff`) at which the node SIGKILLs itself. Used by the crash tests and the chaos
+runner to die at an exact persisted step; never set it on a real node."""
+
+
+def crash_hook(spec: str | None) -> Callable[[str], None] | None:
+    """The handoff manager's ``crash_point`` callback for ``MESHAGENT_CRASH_AT`` (None when unset)."""
+    points = frozenset(p.strip() for p in (spec or "").split(",") if p.strip())
+    if not points:
+        return None
+
+    def crash(name: str) -> None:
+        if name in points:
+            log.warning("test hook %s=%s: SIGKILL at %s", CRASH_ENV, spec, name)
+            logging.shutdown()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return crash
 
 
 def peer_summary(entry: PeerEntry, now: float) -> dict[str, Any]:
@@ -213,6 +235,7 @@ class Node:
                     peers=peers_from_membership(self.membership),
                     trusted=lambda peer: peer in self.trust,  # type: ignore[operator]
                     on_lan=self.placement.on_link,
+                    crash_point=crash_hook(os.environ.get(CRASH_ENV)),
                 )
                 self.agents.handoff = self.handoff
                 control = ControlServer(

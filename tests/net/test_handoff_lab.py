@@ -7,7 +7,7 @@ import os
 import pytest
 
 from tests.lab.labnet import Lab
-from tests.node.test_handoff_crash import Harness, write_book
+from tests.node.test_handoff_harness import Harness, write_book
 
 pytestmark = pytest.mark.lab
 

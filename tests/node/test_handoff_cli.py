@@ -10,7 +10,7 @@ import json
 import subprocess
 import sys
 
-from tests.node.test_handoff_crash import ROOT, Harness, write_book
+from tests.node.test_handoff_harness import ROOT, Harness, write_book
 
 
 def cli(*args: str) -> dict:

@@ -6,6 +6,10 @@ the crash tests run this script, with ``CustodyDouble`` standing in for the
 runtime. TODO(wiring): replace with ``NodeProcess`` (``meshagent join``) once
 ``Node`` starts ``HandoffManager`` with the supervisor's ``AgentCustody``.
 
+The handoff crash tests now run real nodes (``test_handoff_crash.py``); this
+harness remains for the CLI and lab tests of the handoff wire protocol, through
+:class:`Harness` below.
+
 Run: ``python -m tests.node.test_handoff_harness --data-dir D --listen MA --peers FILE [--crash-at POINT]``.
 It prints one JSON line (peer id, addrs, sealing key) when ready. ``--crash-at``
 makes the process SIGKILL itself when the manager reaches that crash point.
@@ -20,6 +24,8 @@ import json
 import logging
 import os
 import signal
+import socket
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,7 +33,7 @@ from typing import Any
 import trio
 
 from meshagent.net.host import open_host
-from meshagent.node.control import ControlServer, Emit
+from meshagent.node.control import ControlServer, Emit, call
 from meshagent.node.handoff import HandoffManager, HandoffPeer
 from meshagent.node.identity import load_or_create_identity
 from meshagent.protocol.signed import PeerId
@@ -35,6 +41,64 @@ from meshagent.protocol.signed import PeerId
 from tests.node.test_handoff_double import CustodyDouble, fingerprint, make_agent
 
 __test__ = False
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Harness:
+    def __init__(self, data_dir: Path, peers: Path, *, exec_prefix: list[str] | None = None, ip: str = "127.0.0.1") -> None:
+        self.data_dir = data_dir
+        self.exec_prefix = exec_prefix or []
+        self.ip = ip
+        self.port = free_port() if ip == "127.0.0.1" else 4737
+        self.peers = peers
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.info: dict[str, Any] = {}
+        self.log = data_dir.parent / f"{data_dir.name}.log"
+
+    def start(self, crash_at: str = "") -> Harness:
+        cmd = [*self.exec_prefix, sys.executable, "-m", "tests.node.test_handoff_harness", "--data-dir", str(self.data_dir),
+               "--listen", f"/ip4/{self.ip}/tcp/{self.port}", "--peers", str(self.peers), "--crash-at", crash_at]
+        log = open(self.log, "ab")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, cwd=ROOT)
+        line = self.proc.stdout.readline()  # type: ignore[union-attr]
+        if not line:
+            raise RuntimeError(f"harness did not start:\n{self.log.read_text()[-3000:]}")
+        self.info = json.loads(line)
+        return self
+
+    def call(self, op: str, params: dict[str, Any] | None = None, timeout: float = 30.0) -> dict[str, Any]:
+        return call(self.data_dir, op, params, timeout=timeout)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        if self.alive():
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGKILL)
+        if self.proc is not None:
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.alive():
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def write_book(peers: Path, *nodes: Harness) -> None:
+    book = {n.info["peer_id"]: {"addrs": n.info["addrs"], "sealing_key": n.info["sealing_key"]} for n in nodes}
+    peers.write_text(json.dumps(book))
 
 
 def _lookup(path: Path):  # type: ignore[no-untyped-def]

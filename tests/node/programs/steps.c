@@ -1,0 +1,43 @@
+/* steps — a test agent that makes several LLM steps and prints each answer.
+ *
+ *   steps [N [PAUSE_MS]]    N steps (default 6), PAUSE_MS milliseconds between them (default 300)
+ *
+ * Used by the handoff crash tests and the chaos runner: it is slow enough to be
+ * caught mid-run by a migration, and its output (greedy answers of the node's
+ * model) is the same wherever each step ran, so a disturbed run can be compared
+ * with an undisturbed one. Every step may run anywhere (privacy=any). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "meshagent.h"
+
+static size_t printable(char *s) {
+    size_t n = 0;
+    for (char *p = s; *p; p++) {
+        unsigned char c = (unsigned char)*p;
+        s[n++] = (c >= 32 && c < 127) ? (char)c : ' ';
+    }
+    s[n] = 0;
+    return n;
+}
+
+int main(int argc, char **argv) {
+    int steps = argc > 1 ? atoi(argv[1]) : 6;
+    int pause_ms = argc > 2 ? atoi(argv[2]) : 300;
+    static char prompt[512], answer[1024];
+    const char *opts = "privacy=any;max_tokens=12";
+    mesh_llm_options(opts, (int32_t)strlen(opts));
+    for (int i = 0; i < steps; i++) {
+        snprintf(prompt, sizeof prompt, "Step %d of %d of a careful plan:", i + 1, steps);
+        int n = mesh_llm(prompt, (int32_t)strlen(prompt), answer, sizeof answer - 1);
+        if (n < 0) n = 0;
+        answer[n] = 0;
+        printable(answer);
+        printf("step %d: %s\n", i + 1, answer);
+        fflush(stdout);
+        if (pause_ms > 0) usleep((useconds_t)pause_ms * 1000);
+    }
+    printf("done after %d steps\n", steps);
+    return 0;
+}
