@@ -119,25 +119,9 @@ def body_ranges(path: Path, header: snap.SnapshotHeader, skip: frozenset[str]) -
 # --- reaching a peer ------------------------------------------------------------------
 
 
-def _forget_failures(host: MeshHost, peer: PeerId) -> None:
-    """Let a peer that restarted be dialled again at once.
-
-    py-libp2p keeps peers whose addresses all failed in a 60 s negative cache;
-    a handoff peer that restarts (the recovery case) must not wait that long.
-    MeshHost has no method for it yet, so this reaches through it defensively.
-    TODO(host owner): add ``MeshHost.forget_failures(peer)`` and call it here.
-    """
-    try:
-        from libp2p.peer.id import ID
-
-        host._host.get_network().unblock_peer(ID.from_base58(peer))  # type: ignore[attr-defined]  # noqa: SLF001
-    except Exception as exc:  # best effort: an older/newer py-libp2p may lack it
-        log.debug("cannot clear the dial cache for %s: %s", peer, exc)
-
-
 async def reach(host: MeshHost, peer: PeerId, addrs: tuple[str, ...] | list[str]) -> bool:
     """Make sure we can open streams to ``peer``: forget past dial failures, dial if needed."""
-    _forget_failures(host, peer)
+    host.forget_failures(peer)
     if host.is_connected(peer):
         return True
     return await host.dial(peer, list(addrs))

@@ -232,6 +232,21 @@ class MeshHost:
                 except Exception as exc:  # shutting down: log and go on
                     log.debug("unsubscribe %s: %s", topic, exc)
 
+    def forget_failures(self, peer: PeerId) -> None:
+        """Let ``peer`` be dialled again at once (it restarted, or came back on a healed link).
+
+        py-libp2p keeps a peer whose addresses all failed in a 60 s negative dial
+        cache; a peer that restarts after a crash (handoff recovery, results relay)
+        must not wait that long.
+        """
+        unblock = getattr(self._host.get_network(), "unblock_peer", None)
+        if unblock is None:  # a py-libp2p without the negative cache
+            return
+        try:
+            unblock(ID.from_base58(peer))
+        except ValueError as exc:  # not a peer id: nothing was cached for it
+            log.debug("forget_failures(%r): %s", peer, exc)
+
     async def disconnect(self, peer: PeerId) -> None:
         try:
             await self._host.disconnect(ID.from_base58(peer))
