@@ -26,12 +26,17 @@ __all__ = [
     "NetConfig",
     "SandboxLimits",
     "ModelConfig",
+    "ApiConfig",
+    "DEFAULT_API_PORT",
     "default_data_dir",
     "load_config",
 ]
 
 DEFAULT_PORT: Final = 4737
 """Default libp2p TCP port; the next free port is used when it is taken."""
+
+DEFAULT_API_PORT: Final = 4780
+"""Default port of the OpenAI-compatible API and dashboard; the next free port is used when it is taken."""
 
 PROFILES: Final = ("phone", "pi", "laptop", "gpu", "cloud")
 
@@ -102,10 +107,24 @@ class ModelConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ApiConfig:
+    """The node's HTTP service: OpenAI-compatible API and dashboard (:mod:`meshagent.node.api`)."""
+
+    enabled: bool = True
+    bind: str = "127.0.0.1"
+    """Address to listen on; anything but loopback requires a bearer token."""
+    port: int = DEFAULT_API_PORT
+    """TCP port (0 = any free port); when taken, the next free port is used."""
+    token: str = ""
+    """Bearer token for non-loopback binds; empty = generated into ``<data dir>/api.token`` (mode 0600)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     node: NodeConfig = field(default_factory=NodeConfig)
     net: NetConfig = field(default_factory=NetConfig)
     sandbox: SandboxLimits = field(default_factory=SandboxLimits)
+    api: ApiConfig = field(default_factory=ApiConfig)
     models: tuple[ModelConfig, ...] = ()
     source: str = "<defaults>"
 
@@ -147,7 +166,7 @@ def load_config(path: Path | None) -> Config:
         raise ConfigError(f"cannot read {path}: {exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
-    unknown = set(raw) - {"node", "net", "sandbox", "models"}
+    unknown = set(raw) - {"node", "net", "sandbox", "api", "models"}
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {sorted(unknown)}")
     models_raw = raw.get("models", [])
@@ -157,6 +176,7 @@ def load_config(path: Path | None) -> Config:
         node=_section(NodeConfig, raw.get("node"), f"{path} [node]"),
         net=_section(NetConfig, raw.get("net"), f"{path} [net]"),
         sandbox=_section(SandboxLimits, raw.get("sandbox"), f"{path} [sandbox]"),
+        api=_section(ApiConfig, raw.get("api"), f"{path} [api]"),
         models=tuple(_section(ModelConfig, m, f"{path} [[models]]") for m in models_raw),
         source=str(path),
     )

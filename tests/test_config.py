@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from meshagent.config import Config, ModelConfig, NetConfig, NodeConfig, SandboxLimits, load_config
+from meshagent.config import ApiConfig, Config, ModelConfig, NetConfig, NodeConfig, SandboxLimits, load_config
 from meshagent.errors import ConfigError
 
 CONFIG = Path(__file__).resolve().parent.parent / "config"
@@ -12,7 +12,7 @@ CONFIG = Path(__file__).resolve().parent.parent / "config"
 
 def test_default_toml_documents_every_key_with_its_default():
     raw = tomllib.loads((CONFIG / "default.toml").read_text())
-    for section, cls in (("node", NodeConfig), ("net", NetConfig), ("sandbox", SandboxLimits)):
+    for section, cls in (("node", NodeConfig), ("net", NetConfig), ("sandbox", SandboxLimits), ("api", ApiConfig)):
         names = {f.name for f in dataclasses.fields(cls)}
         assert set(raw[section]) == names, f"[{section}] in default.toml differs from {cls.__name__}"
         default = cls()

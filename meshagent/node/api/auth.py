@@ -1,0 +1,83 @@
+"""Bearer tokens for the API when it listens beyond loopback.
+
+On loopback only this machine's users can connect, so no token is needed. Any
+other bind requires ``Authorization: Bearer <token>`` (or ``?token=`` for the
+dashboard's event stream, which browsers open without headers). The page and
+its static assets hold no data and are served without a token.
+The token comes from ``[api] token`` or is generated once into
+``<data dir>/api.token`` with mode 0600.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Final
+from urllib.parse import parse_qs
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from meshagent.node.api.errors import error_body
+
+__all__ = ["TOKEN_FILE", "is_loopback", "load_or_create_token", "BearerAuth"]
+
+TOKEN_FILE: Final = "api.token"
+
+
+def is_loopback(bind: str) -> bool:
+    if bind == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(bind.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def load_or_create_token(data_dir: Path, configured: str) -> str:
+    """The configured token, else the one in ``<data dir>/api.token`` (created 0600 when missing)."""
+    if configured:
+        return configured
+    path = data_dir / TOKEN_FILE
+    try:
+        token = path.read_text().strip()
+        if token:
+            return token
+    except FileNotFoundError:
+        pass
+    token = "mesh-" + secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    os.chmod(path, 0o600)
+    return token
+
+
+class BearerAuth:
+    """ASGI middleware: refuse HTTP requests without the token (401, OpenAI error object)."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self._app = app
+        self._token = token.encode()
+
+    def _presented(self, scope: Scope) -> bytes:
+        for name, value in scope.get("headers", []):
+            if name == b"authorization" and value[:7].lower() == b"bearer ":
+                return bytes(value[7:].strip())
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        return query.get("token", [""])[0].encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        public = path == "/" or path.startswith("/static/")
+        if scope["type"] == "http" and not public and not secrets.compare_digest(self._presented(scope), self._token):
+            body = json.dumps(error_body("missing or wrong API key: send 'Authorization: Bearer <token>' "
+                                         "(the token is in <data dir>/api.token)",
+                                         type="invalid_request_error", code="invalid_api_key")).encode()
+            await send({"type": "http.response.start", "status": 401,
+                        "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self._app(scope, receive, send)

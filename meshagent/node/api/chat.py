@@ -1,0 +1,109 @@
+"""Running one chat completion as a mesh agent (``meshagent/agents/chat.c``).
+
+The request's transcript and options go into the agent's virtual directory;
+the agent makes one ``mesh_llm`` step and prints the reply. Its metadata
+(owner = this node, privacy class, policy) is stored *before* it starts, so
+its very first step is placed under the request's privacy class: a step for a
+model only a peer holds is auctioned and the agent moves there, sealed; the
+result comes back through the results relay like any agent's.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from meshagent.errors import BuildError
+from meshagent.node.agents import NodeAgents
+from meshagent.node.api.chat_request import ChatRequest, llm_options, render_prompt
+from meshagent.node.api.errors import ApiError
+from meshagent.node.snapshots import AgentMeta
+from meshagent.runtime.build import AGENTS_DIR, build_cached
+from meshagent.runtime.ids import new_agent_id
+from meshagent.runtime.journal import Journal
+from meshagent.runtime.sandbox import KNOWN_IMPORTS
+from meshagent.runtime.snapshot import AgentSnapshot
+from meshagent.runtime.vfs import VirtualFs
+
+__all__ = ["ChatReply", "ChatAgents", "CHAT_SOURCE"]
+
+log = logging.getLogger(__name__)
+
+CHAT_SOURCE = AGENTS_DIR / "chat.c"
+
+
+@dataclass(frozen=True, slots=True)
+class ChatReply:
+    text: str
+    agent_id: str
+    node: str
+    """Peer id of the node whose model answered (this node, or the auction's winner)."""
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    """Token counts are known when the step ran on this node (its step log); ``None`` when a peer ran it."""
+
+
+class ChatAgents:
+    """Builds the chat agent once (cached in the data dir) and runs one per request."""
+
+    def __init__(self, agents: NodeAgents, peer_id: str, cache_dir: Path) -> None:
+        self._agents = agents
+        self._peer_id = peer_id
+        self._cache_dir = cache_dir
+        self._wasm: bytes | None = None
+        self._lock = trio.Lock()
+
+    async def module(self) -> bytes:
+        """The chat agent's wasm, built with ``zig cc`` on first use (``BuildError`` → 503)."""
+        async with self._lock:
+            if self._wasm is None:
+                try:
+                    path = await trio.to_thread.run_sync(build_cached, CHAT_SOURCE, self._cache_dir)
+                except BuildError as exc:
+                    raise ApiError(503, f"cannot build the chat agent: {exc}", type="server_error",
+                                   code="chat_agent_unavailable") from exc
+                self._wasm = await trio.to_thread.run_sync(path.read_bytes)
+            return self._wasm
+
+    async def start(self, request: ChatRequest) -> str:
+        """Start the agent for ``request``; returns its id."""
+        wasm = await self.module()
+        manager = self._agents.manager
+        agent_id = new_agent_id()
+        meta = AgentMeta(owner=self._peer_id, privacy=request.privacy, policy=request.policy)
+        await trio.to_thread.run_sync(self._agents.set_meta, agent_id, meta)
+        files = {"prompt.txt": render_prompt(request.messages).encode(), "options.txt": llm_options(request).encode()}
+        loaded = await trio.to_thread.run_sync(manager.modules.load, wasm, KNOWN_IMPORTS)
+        snapshot = AgentSnapshot(
+            agent_id=agent_id,
+            module_sha256=loaded.sha256,
+            module=wasm,
+            journal=Journal(limit=manager.limits.journal_bytes),
+            args=("chat",),
+            vfs=VirtualFs(files=files),
+        )
+        await manager.start(snapshot, loaded=loaded)
+        log.info("chat completion for %r runs as agent %s (privacy %s, policy %s)",
+                 request.model, agent_id, request.privacy, request.policy)
+        return agent_id
+
+    async def finish(self, agent_id: str) -> ChatReply:
+        """Wait for the agent's outcome wherever it ran; a failed agent is a 502 with its error."""
+        result: dict[str, Any] = await self._agents.wait_result(agent_id)
+        if result["status"] != "exited" or result["exit_code"] != 0:
+            why = result.get("error") or result.get("stderr", "").strip() or f"status {result['status']}"
+            raise ApiError(502, f"the chat agent {agent_id} failed: {why}", type="mesh_error", code="agent_failed")
+        placements = await trio.to_thread.run_sync(self._agents.placements, agent_id)
+        node = placements[-1]["peer"] if placements else self._peer_id
+        step = next((s for s in reversed(self._agents.services.steps) if s.agent_id == agent_id), None)
+        return ChatReply(
+            text=result["stdout"],
+            agent_id=agent_id,
+            node=node,
+            prompt_tokens=None if step is None else step.prompt_tokens,
+            completion_tokens=None if step is None else step.completion_tokens,
+        )

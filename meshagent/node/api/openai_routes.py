@@ -1,0 +1,141 @@
+"""``GET /v1/models`` and ``POST /v1/chat/completions``, as the OpenAI API shapes them.
+
+Streaming: the chat agent's reply reaches the node when its LLM step has
+finished (the sandbox journals each host call whole), so a streamed response
+sends the role chunk at once and then the final text in word-sized chunks,
+not token by token.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import AsyncIterator
+from typing import Any, Final
+
+import trio
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from meshagent.node.api.chat import ChatAgents, ChatReply
+from meshagent.node.api.chat_request import ChatRequest, parse_chat_request
+from meshagent.node.api.errors import ApiError, error_body
+from meshagent.node.api.mesh_view import MeshView
+
+__all__ = ["openai_routes", "MAX_BODY_BYTES", "REQUEST_TIMEOUT_S"]
+
+MAX_BODY_BYTES: Final = 4 << 20
+REQUEST_TIMEOUT_S: Final = 600.0
+_PIECES: Final = re.compile(r"\s*\S+\s*|\s+")
+
+
+def _model_object(name: str, holders: list[str], tags: list[str], n_ctx: int) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": ", ".join(holders),
+            "meshagent": {"nodes": holders, "tags": tags, "n_ctx": n_ctx}}
+
+
+def _usage(reply: ChatReply) -> dict[str, int] | None:
+    if reply.prompt_tokens is None or reply.completion_tokens is None:
+        return None
+    return {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens,
+            "total_tokens": reply.prompt_tokens + reply.completion_tokens}
+
+
+def _finish_reason(reply: ChatReply, request: ChatRequest) -> str:
+    return "length" if reply.completion_tokens is not None and reply.completion_tokens >= request.max_tokens else "stop"
+
+
+def _sse(obj: object) -> bytes:
+    return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+
+
+def openai_routes(view: MeshView, chat: ChatAgents) -> list[Route]:
+    async def list_models(request: Request) -> Response:
+        data = [_model_object(name, [h.name for h in holders], list(ad.tags), ad.n_ctx)
+                for name, (ad, holders) in sorted(view.models().items())]
+        return JSONResponse({"object": "list", "data": data})
+
+    async def get_model(request: Request) -> Response:
+        name = request.path_params["model"]
+        found = view.models().get(name)
+        if found is None:
+            raise ApiError(404, f"the model {name!r} does not exist on this mesh", param="model", code="model_not_found")
+        ad, holders = found
+        return JSONResponse(_model_object(name, [h.name for h in holders], list(ad.tags), ad.n_ctx))
+
+    async def _body(request: Request) -> object:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            raise ApiError(413, f"the request body is larger than {MAX_BODY_BYTES} bytes", code="request_too_large")
+        raw = await request.body()
+        if len(raw) > MAX_BODY_BYTES:
+            raise ApiError(413, f"the request body is larger than {MAX_BODY_BYTES} bytes", code="request_too_large")
+        try:
+            return json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ApiError(400, f"the request body is not valid JSON: {exc}") from exc
+
+    def _meta(reply: ChatReply) -> dict[str, str]:
+        return {"agent_id": reply.agent_id, "node": reply.node, "node_name": view.name_of(reply.node)}
+
+    async def completions(request: Request) -> Response:
+        req = parse_chat_request(await _body(request), request.headers)
+        if not view.serves(req.model):
+            raise ApiError(404, f"no node of this mesh holds a model for {req.model!r} (see GET /v1/models)",
+                           param="model", code="model_not_found")
+        completion_id = "chatcmpl-" + (agent_id := await chat.start(req))
+        created = int(time.time())
+        headers = {"x-meshagent-agent": agent_id}
+        if req.stream:
+            return StreamingResponse(_stream(req, agent_id, completion_id, created), media_type="text/event-stream",
+                                     headers={**headers, "cache-control": "no-cache"})
+        with trio.move_on_after(REQUEST_TIMEOUT_S):
+            reply = await chat.finish(agent_id)
+            body: dict[str, Any] = {
+                "id": completion_id,
+                "object": "chat.completion",
+                "created": created,
+                "model": req.model,
+                "system_fingerprint": f"meshagent:{reply.node}",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": reply.text},
+                             "finish_reason": _finish_reason(reply, req), "logprobs": None}],
+                "usage": _usage(reply),
+                "meshagent": _meta(reply),
+            }
+            return JSONResponse(body, headers={**headers, "x-meshagent-node": reply.node})
+        raise ApiError(504, f"the chat agent {agent_id} did not finish within {REQUEST_TIMEOUT_S:.0f} s",
+                       type="server_error", code="timeout")
+
+    async def _stream(req: ChatRequest, agent_id: str, completion_id: str, created: int) -> AsyncIterator[bytes]:
+        def chunk(delta: dict[str, str], finish: str | None = None, **extra: Any) -> dict[str, Any]:
+            return {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": req.model,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}], **extra}
+
+        yield _sse(chunk({"role": "assistant", "content": ""}))
+        reply: ChatReply | None = None
+        try:
+            with trio.move_on_after(REQUEST_TIMEOUT_S):
+                reply = await chat.finish(agent_id)
+        except ApiError as exc:
+            yield _sse(error_body(exc.message, type=exc.type, param=exc.param, code=exc.code))
+            return
+        if reply is None:
+            yield _sse(error_body(f"the chat agent {agent_id} did not finish within {REQUEST_TIMEOUT_S:.0f} s",
+                                  type="server_error", code="timeout"))
+            return
+        for piece in _PIECES.findall(reply.text):
+            yield _sse(chunk({"content": piece}))
+        yield _sse(chunk({}, _finish_reason(reply, req), system_fingerprint=f"meshagent:{reply.node}",
+                         meshagent=_meta(reply)))
+        if req.include_usage:
+            yield _sse({"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": req.model,
+                        "choices": [], "usage": _usage(reply)})
+        yield b"data: [DONE]\n\n"
+
+    return [
+        Route("/v1/models", list_models, methods=["GET"]),
+        Route("/v1/models/{model:path}", get_model, methods=["GET"]),
+        Route("/v1/chat/completions", completions, methods=["POST"]),
+    ]
