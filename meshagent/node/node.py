@@ -25,11 +25,11 @@ from meshagent.config import Config
 from meshagent.errors import MeshError
 from meshagent.net.host import MeshHost, open_host
 from meshagent.node.control import ControlServer, Emit
+from meshagent.node.drain import Drain, drain_order
 from meshagent.node.hardware import emulate_profile, probe_hardware
 from meshagent.node.identity import DataDirLock, Identity, ensure_private_dir, load_or_create_identity
 from meshagent.node.membership import Membership
 from meshagent.node.agents import NodeAgents
-from meshagent.node.api import ApiService
 from meshagent.node.handoff import HandoffManager, peers_from_membership
 from meshagent.node.mesh import MeshService
 from meshagent.node.models import NodeModels
@@ -120,6 +120,7 @@ class Node:
         self.models: Callable[[], tuple[ModelAd, ...]] = lambda: ()
         self.load: Callable[[], int] = lambda: 0
         self.started_monotonic = 0.0
+        self.drain: Drain | None = None
 
     # --- adverts -------------------------------------------------------------
 
@@ -188,8 +189,10 @@ class Node:
         return {"rtt_ms": await self.mesh.rtt_probe()}
 
     async def _op_leave(self, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        """Control op ``leave``: hand running agents to peers (unless ``{"drain": false}``), then stop."""
+        report = await self.drain.run(emit) if params.get("drain", True) and self.drain is not None else {}
         self.leave()
-        return {"leaving": True}
+        return {"leaving": True, **report}
 
     def leave(self) -> None:
         """Stop the node cleanly (goodbyes are sent on the way out)."""
@@ -204,9 +207,18 @@ class Node:
 
     async def _watch_signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async for signum in signals:
-                log.info("received %s: leaving", signal.Signals(signum).name)
-                self.leave()
+            async with trio.open_nursery() as nursery:
+                async for signum in signals:
+                    log.info("received %s: leaving", signal.Signals(signum).name)
+                    if self.drain is None or self.drain.draining:
+                        self.leave()  # a second signal (or no agents runtime yet): stop now
+                    else:
+                        nursery.start_soon(self._drain_then_leave)
+
+    async def _drain_then_leave(self) -> None:
+        assert self.drain is not None
+        await self.drain.run()
+        self.leave()
 
     async def run(self, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
         ensure_private_dir(self.data_dir)
@@ -227,6 +239,12 @@ class Node:
                     self.config, self.data_dir, host=host, models=self.node_models, placement=self.placement, trust=self.trust
                 )
                 self.placement.set_busy(self.agents.busy_s)
+                membership, me = self.membership, self.identity.peer_id
+                self.drain = Drain(
+                    agents=lambda: [(a.agent_id, a.status) for a in self.agents.manager.agents()],
+                    migrate=lambda params, emit: self.handoff.migrate(params, emit),
+                    peers=lambda: drain_order(membership.table.values(), me),
+                )
                 self.load = self.agents.load
                 self.handoff = HandoffManager(
                     data_dir=self.data_dir,
@@ -237,10 +255,9 @@ class Node:
                     trusted=lambda peer: peer in self.trust,  # type: ignore[operator]
                     on_lan=self.placement.on_link,
                     crash_point=crash_hook(os.environ.get(CRASH_ENV)),
+                    admit=self.drain.admit,
                 )
                 self.agents.handoff = self.handoff
-                api = ApiService(self.config.api, self.data_dir, membership=self.membership, placement=self.placement,
-                                 agents=self.agents, peer_id=self.identity.peer_id)
                 control = ControlServer(
                     self.data_dir,
                     {
@@ -252,7 +269,6 @@ class Node:
                         **self.agents.handlers(),
                         **self.handoff.handlers(),
                         "rtt_probe": self._op_rtt_probe,
-                        **api.handlers(),
                     },
                 )
                 async with trio.open_nursery() as nursery:
@@ -260,7 +276,6 @@ class Node:
                     await nursery.start(self.mesh.run)
                     await nursery.start(self.agents.run)
                     await nursery.start(self.handoff.run)
-                    await nursery.start(api.run)
                     if self._handle_signals:
                         nursery.start_soon(self._watch_signals)
                     nursery.start_soon(self.node_models.self_benchmark)
