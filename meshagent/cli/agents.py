@@ -37,6 +37,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("sources", nargs="+", type=Path)
     p.add_argument("-o", "--output", type=Path, required=True)
     p.add_argument("--reactor", action="store_true", help="build a reactor (entry points called by the node) instead of a command")
+    p.add_argument("--tools", type=Path, metavar="TOOLS.toml",
+                   help="declare the agent's WASI tools (embedded in the module as its manifest)")
     p.set_defaults(func=_build)
 
     p = sub.add_parser("run", help="run an agent and wait for it and its forked children",
@@ -96,7 +98,9 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per finished agent, one per line")
     p.add_argument("--verify-replay", action="store_true",
                    help="after every host call, snapshot, restore into a fresh sandbox and continue from the copy")
-    p.add_argument("--dir", type=Path, help="directory the agent sees (read-only) as its preopened '/'")
+    p.add_argument("--dir", type=Path, help="directory the agent sees as its preopened '/' (its writes stay in the agent)")
+    p.add_argument("--tool", action="append", default=[], type=Path, metavar="TOOL.wasm",
+                   help="a WASI tool module the agent's manifest declares (shipped tools are found without)")
     p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="environment variable for the agent")
     p.add_argument("--snapshot-at", nargs=2, metavar=("N", "FILE"),
                    help="(--local) stop the agent and its children at its N-th host call and write them to FILE")
@@ -128,6 +132,18 @@ def _build(args: argparse.Namespace) -> int:
     from meshagent.runtime.build import build_agent
 
     out = build_agent(list(args.sources), args.output, reactor=args.reactor)
+    if args.tools is not None:
+        from meshagent.runtime.tools.manifest_file import embed_manifest, load_tools_file
+        from meshagent.runtime.tools.store import ToolStore, default_build_dir
+
+        manifest, modules = load_tools_file(args.tools, default_build_dir())
+        embed_manifest(out, manifest)
+        store = ToolStore(default_build_dir() / "store")
+        for wasm in modules.values():
+            store.put(wasm)
+        for spec in manifest.tools:
+            print(f"tool {spec.name}: {spec.sha256[:16]}… memory {spec.memory_bytes >> 20} MiB, fuel {spec.fuel}"
+                  f"{', private' if spec.private else ''}")
     print(f"built {out} ({out.stat().st_size} bytes)")
     return 0
 
@@ -208,6 +224,7 @@ def _run(args: argparse.Namespace) -> int:
             "args": agent_args,
             "env": dict(_env(args.env)),
             "dir": str(args.dir.resolve()) if args.dir else None,
+            "tools": [str(t.resolve()) for t in args.tool],
         }, timeout=None)
         return _print_outcomes([_Remote(o) for o in result["agents"]], args.json)
 
@@ -230,6 +247,7 @@ def _run(args: argparse.Namespace) -> int:
         snapshot_at=snapshot_at,
         snapshot_path=snapshot_path,
         cache_dir=_module_cache_dir(),
+        tools=[t.read_bytes() for t in args.tool],
     )
     if snapshot_path is not None:
         if result.snapshot_written:

@@ -30,7 +30,8 @@ def _str(params: dict[str, Any], key: str) -> str:
 
 def control_handlers(manager: AgentManager) -> dict[str, Handler]:
     async def run(params: dict[str, Any], emit: Emit) -> dict[str, Any]:
-        """params: module_path, args [str], env {k: v}, dir (path), wait (bool, default true)."""
+        """params: module_path, args [str], env {k: v}, dir (path), tools [paths of WASI tool modules],
+        wait (bool, default true)."""
         path = Path(_str(params, "module_path"))
         try:
             wasm = await trio.to_thread.run_sync(path.read_bytes)
@@ -45,7 +46,14 @@ def control_handlers(manager: AgentManager) -> dict[str, Handler]:
         vfs = None
         if params.get("dir"):
             vfs = await trio.to_thread.run_sync(VirtualFs.from_directory, Path(_str(params, "dir")))
-        root = await manager.launch(wasm, args=args, env=[(str(k), str(v)) for k, v in env.items()], vfs=vfs)
+        tool_paths = params.get("tools") or []
+        if not isinstance(tool_paths, list) or not all(isinstance(t, str) for t in tool_paths):
+            raise ControlError("parameter 'tools' must be a list of paths")
+        try:
+            tools = [await trio.to_thread.run_sync(Path(t).read_bytes) for t in tool_paths]
+        except OSError as exc:
+            raise ControlError(f"cannot read a tool module: {exc}") from exc
+        root = await manager.launch(wasm, args=args, env=[(str(k), str(v)) for k, v in env.items()], vfs=vfs, tools=tools)
         await emit({"started": root})
         if params.get("wait", True) is False:
             return {"agent_id": root}

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from meshagent.errors import JournalError
 from meshagent.runtime.services import LlmOptions
-from meshagent.runtime.vfs import OpenFiles
+from meshagent.runtime.vfs import OpenFiles, overlay_from_wire, overlay_to_wire
 
 __all__ = ["HostState"]
 
@@ -27,15 +27,20 @@ class HostState:
     """Ids of the children of the agent's latest ``mesh_fork`` (``mesh_join`` indexes them)."""
     pending: dict[str, tuple[bytes, bytes]] = field(default_factory=dict)
     """Answers too large for the agent's buffer, kept for its next call: name → (args digest, answer)."""
+    written: dict[str, bytes | None] = field(default_factory=dict)
+    """The agent's file writes so far (path → bytes, ``None`` = deleted), over the snapshot's base files."""
 
     def to_wire(self) -> list[object]:
         return [bytes(self.stdout), bytes(self.stderr), self.files.to_wire(), self.llm_options.to_wire(), list(self.fork_children),
-                [[k, d, a] for k, (d, a) in sorted(self.pending.items())]]
+                [[k, d, a] for k, (d, a) in sorted(self.pending.items())],
+                *([overlay_to_wire(self.written)] if self.written else [])]
 
     @classmethod
     def from_wire(cls, raw: object) -> HostState:
         try:
-            stdout, stderr, files, options, children, pending = raw  # type: ignore[misc]
+            stdout, stderr, files, options, children, pending, *rest = raw  # type: ignore[misc]
+            if len(rest) > 1:
+                raise TypeError("too many fields")
             if not (isinstance(stdout, bytes) and isinstance(stderr, bytes) and isinstance(children, list)
                     and all(isinstance(c, str) for c in children) and isinstance(pending, list)):
                 raise TypeError("bad field types")
@@ -45,6 +50,6 @@ class HostState:
                     raise TypeError("bad pending answer")
                 answers[name] = (dig, answer)
             return cls(bytearray(stdout), bytearray(stderr), OpenFiles.from_wire(files), LlmOptions.from_wire(options),
-                       list(children), answers)
+                       list(children), answers, overlay_from_wire(rest[0]) if rest else {})
         except (TypeError, ValueError) as exc:
             raise JournalError(f"memory image holds invalid host state: {exc}") from exc

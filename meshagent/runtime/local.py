@@ -80,15 +80,18 @@ def run_local(
     snapshot_at: int | None = None,
     snapshot_path: Path | None = None,
     cache_dir: Path | None = None,
+    tools: Sequence[bytes] = (),
 ) -> LocalResult:
-    """Run an agent and its forked children to the end (or to a family snapshot)."""
+    """Run an agent and its forked children to the end (or to a family snapshot).
+
+    ``tools``: WASI tool modules the agent's manifest declares (shipped tools are found without)."""
     lim = limits or SandboxLimits()
 
     async def main() -> LocalResult:
         manager = _manager(services, world, lim, verify_replay, cache_dir)
         async with trio.open_nursery() as nursery:
             await nursery.start(manager.run)
-            root = await manager.launch(wasm, args=args, env=env, vfs=vfs, suspend_at=snapshot_at)
+            root = await manager.launch(wasm, args=args, env=env, vfs=vfs, suspend_at=snapshot_at, tools=tools)
             result = await _supervise(manager, root, snapshot_path if snapshot_at is not None else None)
             nursery.cancel_scope.cancel()
         return result

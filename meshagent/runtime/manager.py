@@ -34,6 +34,8 @@ from meshagent.runtime.outcome import Outcome
 from meshagent.runtime.sandbox import KNOWN_IMPORTS, Agent
 from meshagent.runtime.services import HostServices, Suspend, World
 from meshagent.runtime.snapshot import AgentSnapshot
+from meshagent.runtime.tools.runtime import ToolRuntime, default_tool_runtime, manifest_of
+from meshagent.runtime.tools.store import default_build_dir, resolve_tools
 from meshagent.runtime.vfs import VirtualFs
 
 __all__ = ["AgentManager", "AgentInfo"]
@@ -87,6 +89,7 @@ class AgentManager:
         store: NodeStore | None = None,
         verify_replay: bool = False,
         remote_result: Callable[[str], Awaitable[bytes]] | None = None,
+        tools: ToolRuntime | None = None,
     ) -> None:
         """``remote_result(child_id)`` waits for a forked child that runs on another node
         (after :meth:`forget` handed it over) and returns its stdout, for ``mesh_join``."""
@@ -97,6 +100,8 @@ class AgentManager:
         self._world = world
         self._store = store
         self._verify = verify_replay
+        self.tools = tools or default_tool_runtime()
+        """Compiled WASI tools and the tool store, shared by this manager's agents."""
         self._records: dict[str, _Record] = {}
         self._slots = trio.CapacityLimiter(max(1, self.limits.max_instances))
         self._threads = trio.CapacityLimiter(1024)
@@ -143,9 +148,18 @@ class AgentManager:
         env: Sequence[tuple[str, str]] = (),
         vfs: VirtualFs | None = None,
         suspend_at: int | None = None,
+        tools: Sequence[bytes] = (),
     ) -> AgentId:
-        """Start a new agent from module bytes; returns its id."""
+        """Start a new agent from module bytes; returns its id.
+
+        The WASI tools its manifest declares are resolved now (``tools`` given here, the
+        tool store, the shipped tools) and carried in its snapshot wherever it goes.
+        """
         loaded = await trio.to_thread.run_sync(self.modules.load, wasm, KNOWN_IMPORTS)
+        manifest = manifest_of(loaded.sha256, loaded.wasm)
+        carried = await trio.to_thread.run_sync(
+            lambda: resolve_tools(manifest, self.tools.store, extra=tools, build_dir=default_build_dir())
+        )
         snap = AgentSnapshot(
             agent_id=new_agent_id(),
             module_sha256=loaded.sha256,
@@ -154,6 +168,7 @@ class AgentManager:
             args=tuple(args),
             env=tuple(env),
             vfs=vfs or VirtualFs(),
+            tools=carried,
         )
         return await self.start(snap, loaded=loaded, suspend_at=suspend_at)
 
@@ -184,7 +199,7 @@ class AgentManager:
                 snapshot = replace(snapshot, module=wasm)
         agent = await trio.to_thread.run_sync(
             lambda: Agent(snapshot, modules=self.modules, services=self._services, limits=self.limits, hooks=self,
-                          loaded=loaded, verify_replay=self._verify, world=self._world)
+                          loaded=loaded, verify_replay=self._verify, world=self._world, tools=self.tools)
         )
         agent.suspend_at = suspend_at
         rec = _Record(agent)

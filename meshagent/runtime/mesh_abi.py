@@ -13,10 +13,11 @@ import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
-from meshagent.errors import AgentError, CheckpointNotFound
+from meshagent.errors import AgentError, CheckpointNotFound, JournalError
 from meshagent.protocol import codec
 from meshagent.runtime.journal import digest
 from meshagent.runtime.services import ReplayAware, parse_llm_options
+from meshagent.runtime.tools.spec import ToolResult, error_result
 
 if TYPE_CHECKING:
     from meshagent.runtime.sandbox import HostCalls
@@ -103,10 +104,43 @@ def mesh_functions(h: HostCalls) -> dict[str, tuple[str, Callable[..., int | Non
         return h.call("llm_options", (raw,), live)[0]
 
     def tool(name: int, args: int, alen: int, out: int, cap: int) -> int:
+        """Journaled as [answer, writes]: replay re-applies the writes and never runs the tool."""
         m = h.mem()
         tool_name = m.cstring(_u(name), "tool name").decode("utf-8", "replace")
         raw = m.read(_u(args), alen, "tool arguments")
-        return answered("tool", (tool_name, raw), out, cap, 1, lambda: bytes(h.services.tool(h.agent_id, tool_name, raw)))
+        if cap < 0:
+            m.check(_u(out), cap, "output buffer")
+        m.check(_u(out), cap, "output buffer")
+        dig = digest("tool", tool_name, raw)
+
+        def live() -> tuple[int, bytes | None]:
+            pending = h.state.pending.get("tool")
+            if pending is not None and pending[0] == dig:
+                result = ToolResult(pending[1])  # its writes were applied with the first answer
+            else:
+                result = h.tools.call(tool_name, raw, h.fs)
+            if len(result.answer) > MAX_ANSWER:
+                result = error_result(f"{tool_name}: the answer of {len(result.answer)} bytes is larger than the limit of {MAX_ANSWER}")
+            count = len(result.answer)
+            return (count if count <= cap else -count), result.encode()
+
+        ret, data = h.call_digest("tool", dig, live, nondet=True)
+        result = ToolResult.decode(data or b"")
+        fs = h.fs
+        for path, content in result.writes:
+            try:
+                if content is None:
+                    fs.delete(path)
+                else:
+                    fs.put(path, content)
+            except JournalError as exc:
+                raise JournalError(f"the journaled tool call {tool_name!r} wrote an invalid file: {exc}") from exc
+        if ret >= 0:
+            m.write(_u(out), result.answer)
+            h.state.pending.pop("tool", None)
+        else:
+            h.state.pending["tool"] = (dig, result.answer)
+        return ret
 
     def embed(text: int, tlen: int, out: int, cap: int) -> int:
         m = h.mem()

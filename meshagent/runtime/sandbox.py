@@ -50,7 +50,10 @@ from meshagent.runtime.modules import LoadedModule, ModuleCache
 from meshagent.runtime.outcome import Outcome
 from meshagent.runtime.services import HostServices, NoServices, RealWorld, Suspend, World
 from meshagent.runtime.snapshot import AgentSnapshot, MemoryImage
+from meshagent.runtime.tools.registry import ToolBox
+from meshagent.runtime.tools.runtime import ToolRuntime, default_tool_runtime, manifest_of
 from meshagent.runtime.traps import map_trap, trap_text
+from meshagent.runtime.vfs import FileView
 from meshagent.runtime.wasi import WASI_NAMES, func_type, wasi_functions
 
 __all__ = ["Agent", "RestoreStats", "AgentHooks", "StandaloneHooks", "HostCalls", "KNOWN_IMPORTS"]
@@ -91,8 +94,10 @@ class Agent:
         loaded: LoadedModule | None = None,
         verify_replay: bool = False,
         world: World | None = None,
+        tools: ToolRuntime | None = None,
     ) -> None:
         self.limits = limits or SandboxLimits()
+        self.tool_runtime = tools or default_tool_runtime()
         self.services: HostServices = services or NoServices()
         self.world: World = world or (services if isinstance(services, World) else RealWorld())
         self._hooks: AgentHooks = hooks or StandaloneHooks()
@@ -107,6 +112,7 @@ class Agent:
         if loaded.sha256 != snapshot.module_sha256:
             raise JournalError("the snapshot names another module than the one given")
         self.loaded = loaded
+        self.manifest = manifest_of(loaded.sha256, loaded.wasm)
         self._load(snapshot)
         self.suspend_at: int | None = None
         """Suspend before the live host call that would make the journal this long (tests, benchmarks)."""
@@ -147,10 +153,29 @@ class Agent:
         self.error_text = snap.error
         self.state = HostState()
         self._pos = 0
+        self.tool_modules = dict(snap.tools)
+        for spec in self.manifest.tools:  # carry the declared tools this node has, so they travel
+            if spec.sha256 not in self.tool_modules:
+                found = self.tool_runtime.store.get(spec.sha256, fetch=False)
+                if found is not None:
+                    self.tool_modules[spec.sha256] = found
+        for sha, wasm in self.tool_modules.items():
+            if not self.tool_runtime.store.has(sha):
+                self.tool_runtime.store.put(wasm)
+        if getattr(self, "tools", None) is None:
+            self.tools = ToolBox(agent_id=self.agent_id, manifest=self.manifest, carried=self.tool_modules,
+                                 modules=self.tool_runtime.modules, store=self.tool_runtime.store, services=self.services)
+        else:
+            self.tools.carried = self.tool_modules
 
     @property
     def position(self) -> int:
         return self._pos
+
+    @property
+    def fs(self) -> FileView:
+        """The agent's files at this point of its run: the snapshot's files plus its writes so far."""
+        return FileView(self.vfs, self.state.written)
 
     @property
     def style(self) -> str:
@@ -174,6 +199,7 @@ class Agent:
             args=self.argv,
             env=self.env,
             vfs=self.vfs,
+            tools=dict(self.tool_modules),
             image=image,
             rollbacks=dict(self.rollbacks),
             labels=dict(self.labels),
@@ -292,8 +318,9 @@ class Agent:
             )
             for i, child in enumerate(ids)
         ]
-        self._hooks.spawn(self, children)
+        # The services first: children must find their KV prefix and metadata when they start.
         self.services.fork(self.agent_id, ids)
+        self._hooks.spawn(self, children)
         return list(ids)
 
     def join_child(self, child_id: str) -> bytes:

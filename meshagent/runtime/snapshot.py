@@ -21,7 +21,7 @@ from meshagent.runtime.host_state import HostState
 from meshagent.runtime.journal import Journal
 from meshagent.runtime.vfs import VirtualFs
 
-__all__ = ["MemoryImage", "AgentSnapshot", "SNAPSHOT_VERSION", "PAGE", "MAX_SNAPSHOT_BYTES", "STATUSES"]
+__all__ = ["MemoryImage", "AgentSnapshot", "tools_from_wire", "SNAPSHOT_VERSION", "PAGE", "MAX_SNAPSHOT_BYTES", "STATUSES"]
 
 SNAPSHOT_VERSION: Final = 1
 PAGE: Final = 1 << 16
@@ -104,6 +104,8 @@ class AgentSnapshot:
     args: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
     vfs: VirtualFs = field(default_factory=VirtualFs)
+    tools: dict[str, bytes] = field(default_factory=dict)
+    """WASI tool modules the agent carries, by sha256 (those its manifest declares)."""
     image: MemoryImage | None = None
     rollbacks: dict[str, int] = field(default_factory=dict)
     """How often the agent rolled back to each label: agent state outside the journal."""
@@ -123,6 +125,7 @@ class AgentSnapshot:
             "args": list(self.args),
             "env": [[k, v] for k, v in self.env],
             "vfs": self.vfs.to_wire(),
+            "tools": dict(self.tools),
             "journal": self.journal.to_wire(),
             "image": self.image.to_wire() if self.image else None,
             "rollbacks": dict(self.rollbacks),
@@ -189,6 +192,7 @@ class AgentSnapshot:
             args=tuple(args),
             env=tuple((k, v) for k, v in env),
             vfs=VirtualFs.from_wire(raw.get("vfs")),
+            tools=tools_from_wire(raw.get("tools")),
             journal=journal,
             image=image,
             rollbacks=rollbacks,
@@ -197,6 +201,27 @@ class AgentSnapshot:
             exit_code=exit_code,
             error=error,
         )
+
+
+MAX_TOOL_BYTES: Final = 256 << 20
+
+
+def tools_from_wire(raw: object) -> dict[str, bytes]:
+    """The ``tools`` field: sha256 → module bytes, each checked against its hash."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or len(raw) > 64:
+        raise JournalError("snapshot field 'tools' must map at most 64 sha256 digests to modules")
+    out: dict[str, bytes] = {}
+    total = 0
+    for sha, wasm in raw.items():
+        if not isinstance(sha, str) or not isinstance(wasm, bytes) or hashlib.sha256(wasm).hexdigest() != sha:
+            raise JournalError("a tool module in the snapshot does not match its sha256 (forged or corrupt)")
+        total += len(wasm)
+        out[sha] = wasm
+    if total > MAX_TOOL_BYTES:
+        raise JournalError("the snapshot's tool modules are larger than allowed")
+    return out
 
 
 def _int_map(raw: object, name: str) -> dict[str, int]:

@@ -2,12 +2,18 @@
 
 Every function goes through :meth:`HostCalls.call`, which journals it.
 Functions whose answer follows from the agent's own state (args, stdout
-writes, reads of the read-only virtual directory) are *recomputed* on replay
+writes, reads and writes of the virtual directory) are *recomputed* on replay
 and checked against the journal; functions whose answer comes from the world
 (clocks, randomness, sleeps) are *answered* from the journal on replay.
 
-Only what C programs built with ``zig cc`` (wasi-libc) need is implemented;
-everything that would write to the filesystem answers ``EROFS``.
+Files are read and written through ``h.fs`` (a :class:`~meshagent.runtime.vfs.FileView`):
+writes land in the agent's overlay, never on a host disk. Files can be
+created, truncated, written, appended to and unlinked; directories are implied
+by file paths, so renames, links and empty directories answer ``ENOTSUP``.
+
+Only what C programs built with ``zig cc`` (wasi-libc) need is implemented.
+The same functions serve WASI tools (:mod:`meshagent.runtime.tools.wasi_tool`),
+whose ``h`` runs every call live.
 """
 
 from __future__ import annotations
@@ -18,8 +24,9 @@ from typing import TYPE_CHECKING, Final
 
 import wasmtime
 
-from meshagent.errors import AgentExit, OutputLimitExceeded
-from meshagent.runtime.vfs import PREOPEN_FD, PREOPEN_NAME
+from meshagent.errors import AgentExit, JournalError, OutputLimitExceeded
+from meshagent.runtime.guest_memory import GuestMemory
+from meshagent.runtime.vfs import PREOPEN_FD, PREOPEN_NAME, OpenFile
 
 if TYPE_CHECKING:
     from meshagent.runtime.sandbox import HostCalls
@@ -29,7 +36,7 @@ __all__ = ["MODULE", "wasi_functions", "WASI_NAMES", "func_type"]
 MODULE: Final = "wasi_snapshot_preview1"
 
 # errno values of WASI preview 1
-ESUCCESS, EBADF, EINVAL, EIO, EISDIR, ENAMETOOLONG, ENFILE = 0, 8, 28, 29, 31, 37, 41
+ESUCCESS, EBADF, EEXIST, EFBIG, EINVAL, EIO, EISDIR, ENAMETOOLONG, ENFILE = 0, 8, 20, 22, 28, 29, 31, 37, 41
 ENOENT, ENOSYS, ENOTDIR, ENOTSUP, EPERM, EROFS, ESPIPE, ENOTCAPABLE = 44, 52, 54, 58, 63, 69, 70, 76
 
 FILETYPE_CHAR, FILETYPE_DIR, FILETYPE_FILE = 2, 3, 4
@@ -95,8 +102,6 @@ def wasi_functions(h: HostCalls) -> dict[str, tuple[str, Callable[..., int | Non
 
         return h.call(name, (), live)[0]
 
-    environ = tuple(f"{k}={v}" for k, v in h.env)
-
     def args_sizes_get(c: int, s: int) -> int:
         return strings_sizes("args_sizes_get", h.argv, c, s)
 
@@ -104,10 +109,10 @@ def wasi_functions(h: HostCalls) -> dict[str, tuple[str, Callable[..., int | Non
         return strings_get("args_get", h.argv, p, b)
 
     def environ_sizes_get(c: int, s: int) -> int:
-        return strings_sizes("environ_sizes_get", environ, c, s)
+        return strings_sizes("environ_sizes_get", tuple(f"{k}={v}" for k, v in h.env), c, s)
 
     def environ_get(p: int, b: int) -> int:
-        return strings_get("environ_get", environ, p, b)
+        return strings_get("environ_get", tuple(f"{k}={v}" for k, v in h.env), p, b)
 
     def clock_res_get(clock: int, out: int) -> int:
         m = h.mem()
@@ -191,7 +196,10 @@ def wasi_functions(h: HostCalls) -> dict[str, tuple[str, Callable[..., int | Non
 
         def live() -> Ret:
             if fd not in (1, 2):
-                return (EBADF if fd not in h.state.files.table else EROFS), None
+                f = h.state.files.table.get(fd)
+                if f is None:
+                    return EBADF, None
+                return write_file(f, data, None, m, nwritten), None
             state = h.state
             if len(state.stdout) + len(state.stderr) + len(data) > h.limits.output_bytes:
                 raise OutputLimitExceeded(
@@ -203,6 +211,65 @@ def wasi_functions(h: HostCalls) -> dict[str, tuple[str, Callable[..., int | Non
             return ESUCCESS, None
 
         return h.call("fd_write", (fd, data), live)[0]
+
+    def write_file(f: OpenFile, data: bytes, at: int | None, m: GuestMemory, nwritten: int) -> int:
+        if f.is_dir:
+            return EISDIR
+        if f.mode == 0:
+            return EBADF
+        content = h.fs.get(f.path) or b""
+        start = len(content) if f.mode == 2 and at is None else (f.offset if at is None else at)
+        grown = content.ljust(start, b"\0")
+        try:
+            h.fs.put(f.path, grown[:start] + data + grown[start + len(data):])
+        except JournalError:
+            return EFBIG
+        if at is None:
+            f.offset = start + len(data)
+        m.put_u32(_u(nwritten), len(data))
+        return ESUCCESS
+
+    def fd_pwrite(fd: int, iovs: int, n: int, offset: int, nwritten: int) -> int:
+        m = h.mem()
+        data = b"".join(m.read(p, ln) for p, ln in m.iovecs(_u(iovs), _u(n)))
+        m.check(_u(nwritten), 4)
+        at = offset & ((1 << 64) - 1)
+
+        def live() -> Ret:
+            f = h.state.files.table.get(fd)
+            if f is None:
+                return (ESPIPE if fd in (0, 1, 2) else EBADF), None
+            return write_file(f, data, at, m, nwritten), None
+
+        return h.call("fd_pwrite", (fd, data, at), live)[0]
+
+    def fd_filestat_set_size(fd: int, size: int) -> int:
+        def live() -> Ret:
+            f = h.state.files.table.get(fd)
+            if f is None or f.is_dir or f.mode == 0:
+                return EBADF, None
+            content = h.fs.get(f.path) or b""
+            try:
+                h.fs.put(f.path, content[:size].ljust(size, b"\0"))
+            except JournalError:
+                return EFBIG, None
+            return ESUCCESS, None
+
+        return h.call("fd_filestat_set_size", (fd, size), live)[0]
+
+    def path_unlink_file(dirfd: int, path: int, plen: int) -> int:
+        raw = h.mem().read(_u(path), _u(plen), "path")
+
+        def live() -> Ret:
+            err, resolved, is_dir = lookup(dirfd, raw)
+            if err:
+                return err, None
+            if is_dir:
+                return EISDIR, None
+            h.fs.delete(resolved)
+            return ESUCCESS, None
+
+        return h.call("path_unlink_file", (dirfd, raw), live)[0]
 
     def _file(fd: int) -> tuple[int, object]:
         f = h.state.files.table.get(fd)
@@ -223,7 +290,7 @@ def wasi_functions(h: HostCalls) -> dict[str, tuple[str, Callable[..., int | Non
                 return EBADF, None
             if f.is_dir:
                 return EISDIR, None
-            content = h.vfs.files.get(f.path, b"")
+            content = h.fs.get(f.path) or b""
             start = f.offset if at is None else at
             chunk = content[start : start + want] if start >= 0 else b""
             pos = 0
@@ -258,7 +325,7 @@ def wasi_functions(h: HostCalls) -> dict[str, tuple[str, Callable[..., int | Non
                 return EBADF, None
             if f.is_dir:
                 return EISDIR, None
-            size = len(h.vfs.files.get(f.path, b""))
+            size = len(h.fs.get(f.path) or b"")
             match whence:
                 case 0:
                     new = offset
@@ -309,7 +376,7 @@ def wasi_functions(h: HostCalls) -> dict[str, tuple[str, Callable[..., int | Non
         return h.call("fd_fdstat_set_flags", (fd, flags), _det(ESUCCESS if fd in (0, 1, 2) else ENOTSUP))[0]
 
     def stat_bytes(path: str, is_dir: bool) -> bytes:
-        size = 0 if is_dir else len(h.vfs.files.get(path, b""))
+        size = 0 if is_dir else len(h.fs.get(path) or b"")
         ino = int.from_bytes(path.encode()[:7].ljust(7, b"\0"), "little") + 1
         return struct.pack("<QQB7xQQQQQ", 1, ino, FILETYPE_DIR if is_dir else FILETYPE_FILE, 1, size, 0, 0, 0)
 
@@ -340,12 +407,12 @@ def wasi_functions(h: HostCalls) -> dict[str, tuple[str, Callable[..., int | Non
             text = raw_path.decode()
         except UnicodeDecodeError:
             return EINVAL, "", False
-        path = h.vfs.resolve(base.path, text)
+        path = h.fs.resolve(base.path, text)
         if path is None:
             return ENOTCAPABLE, "", False
-        if path in h.vfs.files:
+        if h.fs.is_file(path):
             return ESUCCESS, path, False
-        if h.vfs.is_dir(path):
+        if h.fs.is_dir(path):
             return ESUCCESS, path, True
         return ENOENT, path, False
 
@@ -370,14 +437,31 @@ def wasi_functions(h: HostCalls) -> dict[str, tuple[str, Callable[..., int | Non
         m.check(_u(out), 4)
 
         def live() -> Ret:
-            if oflags & (OFLAG_CREAT | OFLAG_TRUNC | OFLAG_EXCL) or fdflags & FDFLAG_APPEND or rights & RIGHT_FD_WRITE:
-                return EROFS, None
+            writing = bool(oflags & (OFLAG_CREAT | OFLAG_TRUNC) or fdflags & FDFLAG_APPEND or rights & RIGHT_FD_WRITE)
             err, resolved, is_dir = lookup(dirfd, raw)
-            if err:
+            if err == ENOENT and oflags & OFLAG_CREAT and resolved:
+                parts = resolved.split("/")
+                if any(h.fs.is_file("/".join(parts[:i])) for i in range(1, len(parts))):
+                    return ENOTDIR, None
+                try:
+                    h.fs.put(resolved, b"")
+                except JournalError:
+                    return EFBIG, None
+                err, oflags_now = ESUCCESS, oflags & ~OFLAG_EXCL
+            elif err:
                 return err, None
-            if oflags & OFLAG_DIRECTORY and not is_dir:
+            else:
+                oflags_now = oflags
+                if oflags & OFLAG_CREAT and oflags & OFLAG_EXCL:
+                    return EEXIST, None
+            if oflags_now & OFLAG_DIRECTORY and not is_dir:
                 return ENOTDIR, None
-            fd = h.state.files.open(resolved, is_dir)
+            if is_dir and writing:
+                return EISDIR, None
+            if oflags_now & OFLAG_TRUNC and not is_dir:
+                h.fs.put(resolved, b"")
+            mode = (2 if fdflags & FDFLAG_APPEND else 1) if writing else 0
+            fd = h.state.files.open(resolved, is_dir, mode)
             if fd is None:
                 return ENFILE, None
             m.put_u32(_u(out), fd)
@@ -397,7 +481,7 @@ def wasi_functions(h: HostCalls) -> dict[str, tuple[str, Callable[..., int | Non
                 return EBADF, None
             if not f.is_dir:
                 return ENOTDIR, None
-            entries = [(".", True), ("..", True), *h.vfs.listdir(f.path)]
+            entries = [(".", True), ("..", True), *h.fs.listdir(f.path)]
             out = bytearray()
             for index in range(cookie & ((1 << 63) - 1), len(entries)):
                 name, is_dir = entries[index]
@@ -475,16 +559,16 @@ def wasi_functions(h: HostCalls) -> dict[str, tuple[str, Callable[..., int | Non
         "fd_datasync": ("i>i", constant("fd_datasync", ESUCCESS)),
         "fd_advise": ("iIIi>i", constant("fd_advise", ESUCCESS)),
         "fd_allocate": ("iII>i", constant("fd_allocate", EROFS)),
-        "fd_filestat_set_size": ("iI>i", constant("fd_filestat_set_size", EROFS)),
+        "fd_filestat_set_size": ("iI>i", fd_filestat_set_size),
         "fd_filestat_set_times": ("iIIi>i", constant("fd_filestat_set_times", EROFS)),
-        "fd_pwrite": ("iiiIi>i", constant("fd_pwrite", EROFS)),
+        "fd_pwrite": ("iiiIi>i", fd_pwrite),
         "fd_renumber": ("ii>i", constant("fd_renumber", ENOTSUP)),
-        "path_create_directory": ("iii>i", constant("path_create_directory", EROFS)),
-        "path_remove_directory": ("iii>i", constant("path_remove_directory", EROFS)),
-        "path_unlink_file": ("iii>i", constant("path_unlink_file", EROFS)),
-        "path_rename": ("iiiiii>i", constant("path_rename", EROFS)),
-        "path_link": ("iiiiiii>i", constant("path_link", EROFS)),
-        "path_symlink": ("iiiii>i", constant("path_symlink", EROFS)),
+        "path_create_directory": ("iii>i", constant("path_create_directory", ENOTSUP)),
+        "path_remove_directory": ("iii>i", constant("path_remove_directory", ENOTSUP)),
+        "path_unlink_file": ("iii>i", path_unlink_file),
+        "path_rename": ("iiiiii>i", constant("path_rename", ENOTSUP)),
+        "path_link": ("iiiiiii>i", constant("path_link", ENOTSUP)),
+        "path_symlink": ("iiiii>i", constant("path_symlink", ENOTSUP)),
         "path_readlink": ("iiiiii>i", constant("path_readlink", EINVAL)),
         "path_filestat_set_times": ("iiiiIIi>i", constant("path_filestat_set_times", EROFS)),
         "proc_raise": ("i>i", constant("proc_raise", ENOSYS)),

@@ -1,0 +1,177 @@
+"""Built-in tools over the agent's files: list, read, search, write, patch.
+
+Each takes its JSON arguments and a :class:`~meshagent.runtime.vfs.FileView`
+(the agent's files; writes go to the view's overlay and come back to the
+agent as the tool result's writes) and returns the JSON answer as a dict.
+Paths are relative to the agent's directory; one that climbs out of it is
+refused. Regex search uses the ``regex`` package with a timeout, so a
+pathological pattern ends the call, not the node's worker.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Mapping
+from typing import Final
+
+import regex
+
+from meshagent.errors import JournalError, MeshError
+from meshagent.runtime.tools.unidiff import PatchError, apply_file_patch, parse_unified_diff
+from meshagent.runtime.vfs import FileView
+
+__all__ = ["ToolArgsError", "FILE_TOOLS", "clean_path", "text_of"]
+
+MAX_READ: Final = 256 << 10
+MAX_MATCHES: Final = 1000
+MAX_PATTERN: Final = 1000
+REGEX_TIMEOUT_S: Final = 2.0
+
+
+class ToolArgsError(MeshError):
+    """The agent called a tool with arguments it cannot use (the agent gets an error result)."""
+
+
+def clean_path(fs: FileView, raw: object, *, allow_root: bool = False) -> str:
+    if not isinstance(raw, str):
+        raise ToolArgsError("'path' must be a string")
+    path = fs.resolve("", raw)
+    if path is None:
+        raise ToolArgsError(f"path {raw!r} is outside the agent's directory")
+    if not path and not allow_root:
+        raise ToolArgsError("'path' must name a file")
+    return path
+
+
+def text_of(data: bytes) -> str:
+    return data.decode("utf-8", "replace")
+
+
+def _int(args: Mapping[str, object], key: str, default: int, low: int, high: int) -> int:
+    value = args.get(key, default)
+    if value is None:
+        return default
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ToolArgsError(f"{key!r} must be an integer between {low} and {high}")
+    return value
+
+
+def _selected(fs: FileView, args: Mapping[str, object]) -> list[str]:
+    """Files under ``path`` (a directory or a file) whose name matches ``glob``."""
+    root = clean_path(fs, args.get("path", ""), allow_root=True)
+    glob = args.get("glob")
+    if glob is not None and not isinstance(glob, str):
+        raise ToolArgsError("'glob' must be a string")
+    if fs.is_file(root):
+        paths = [root]
+    else:
+        prefix = f"{root}/" if root else ""
+        paths = [p for p in fs.paths() if p.startswith(prefix)]
+    if glob:
+        paths = [p for p in paths if fnmatch.fnmatchcase(p.rsplit("/", 1)[-1], glob) or fnmatch.fnmatchcase(p, glob)]
+    return paths
+
+
+def fs_list(args: Mapping[str, object], fs: FileView) -> dict[str, object]:
+    """``{"path": "src", "glob": "*.c"}`` → every file below, with its size."""
+    return {"ok": True, "files": [{"path": p, "bytes": len(fs.get(p) or b"")} for p in _selected(fs, args)]}
+
+
+def fs_read(args: Mapping[str, object], fs: FileView) -> dict[str, object]:
+    """``{"path": "a.c", "start": 10, "end": 20}`` → lines 10..20 (1-based, inclusive) as text."""
+    path = clean_path(fs, args.get("path"))
+    data = fs.get(path)
+    if data is None:
+        raise ToolArgsError(f"no file {path!r} in the agent's directory")
+    lines = text_of(data).splitlines(keepends=True)
+    start = _int(args, "start", 1, 1, max(1, len(lines)))
+    end = _int(args, "end", len(lines), start - 1, 1 << 31)
+    end = min(end, len(lines))
+    text = "".join(lines[start - 1 : end])
+    truncated = len(text.encode()) > MAX_READ
+    if truncated:
+        text = text.encode()[:MAX_READ].decode("utf-8", "ignore")
+    return {"ok": True, "path": path, "start": start, "end": end, "lines": len(lines), "text": text, "truncated": truncated}
+
+
+def fs_search(args: Mapping[str, object], fs: FileView) -> dict[str, object]:
+    """``{"pattern": "TODO|FIXME", "path": "", "glob": "*.c", "ignore_case": false}`` → matching lines."""
+    pattern = args.get("pattern")
+    if not isinstance(pattern, str) or not pattern or len(pattern) > MAX_PATTERN:
+        raise ToolArgsError(f"'pattern' must be a regular expression of 1..{MAX_PATTERN} characters")
+    flags = regex.IGNORECASE if args.get("ignore_case") else 0
+    limit = _int(args, "max_results", 200, 1, MAX_MATCHES)
+    try:
+        compiled = regex.compile(pattern, flags | regex.MULTILINE)
+    except regex.error as exc:
+        raise ToolArgsError(f"bad regular expression {pattern!r}: {exc}") from exc
+    matches: list[dict[str, object]] = []
+    truncated = False
+    for path in _selected(fs, args):
+        text = text_of(fs.get(path) or b"")
+        try:
+            for number, line in enumerate(text.splitlines(), 1):
+                if compiled.search(line, timeout=REGEX_TIMEOUT_S):
+                    if len(matches) >= limit:
+                        truncated = True
+                        break
+                    matches.append({"path": path, "line": number, "text": line[:500]})
+        except TimeoutError as exc:
+            raise ToolArgsError(f"the pattern {pattern!r} took longer than {REGEX_TIMEOUT_S} s on {path}") from exc
+        if truncated:
+            break
+    return {"ok": True, "matches": matches, "truncated": truncated}
+
+
+def fs_write(args: Mapping[str, object], fs: FileView) -> dict[str, object]:
+    """``{"path": "REVIEW.md", "text": "...", "append": false}`` → writes (creates) the file."""
+    path = clean_path(fs, args.get("path"))
+    text = args.get("text")
+    if not isinstance(text, str):
+        raise ToolArgsError("'text' must be a string")
+    if fs.is_dir(path):
+        raise ToolArgsError(f"{path!r} is a directory")
+    data = ((fs.get(path) or b"") if args.get("append") else b"") + text.encode()
+    try:
+        fs.put(path, data)
+    except JournalError as exc:
+        raise ToolArgsError(str(exc)) from exc
+    return {"ok": True, "path": path, "bytes": len(data)}
+
+
+def fs_patch(args: Mapping[str, object], fs: FileView) -> dict[str, object]:
+    """``{"diff": "--- a/x.c\\n+++ b/x.c\\n@@ ..."}`` → applies every file patch, or none."""
+    diff = args.get("diff")
+    if not isinstance(diff, str):
+        raise ToolArgsError("'diff' must be a unified diff (a string)")
+    try:
+        patches = parse_unified_diff(diff)
+        staged: list[tuple[str, str | None]] = []
+        for patch in patches:
+            source = clean_path(fs, patch.old_path) if patch.old_path is not None else None
+            target = clean_path(fs, patch.new_path) if patch.new_path is not None else None
+            if source is not None and not fs.is_file(source):
+                raise PatchError(f"the diff changes {source!r}, which does not exist")
+            original = text_of(fs.get(source) or b"") if source is not None else ""
+            patched = apply_file_patch(original, patch)
+            if source is not None and source != target:
+                staged.append((source, None))
+            if target is not None:
+                staged.append((target, patched))
+        for path, content in staged:
+            if content is None:
+                fs.delete(path)
+            else:
+                fs.put(path, content.encode())
+    except (PatchError, JournalError) as exc:
+        raise ToolArgsError(f"the diff does not apply: {exc}") from exc
+    return {"ok": True, "files": sorted({p for p, _ in staged})}
+
+
+FILE_TOOLS: Final[dict[str, Callable[[Mapping[str, object], FileView], dict[str, object]]]] = {
+    "fs.list": fs_list,
+    "fs.read": fs_read,
+    "fs.search": fs_search,
+    "fs.write": fs_write,
+    "fs.patch": fs_patch,
+}
