@@ -306,7 +306,7 @@ class NodeAgents:
                 outcome = self.manager.outcome(info.agent_id)
                 await trio.to_thread.run_sync(self._save_result, outcome)
                 reported.add(info.agent_id)
-                self.services.forget(info.agent_id)
+                self.services.retire(info.agent_id)  # its conversations stay a while for prefix reuse
                 if meta.owner and meta.owner != self._host.peer_id:
                     self._nursery.start_soon(self._send_result, PeerId(meta.owner), outcome)
             await self.manager.changed()

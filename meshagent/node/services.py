@@ -13,6 +13,14 @@ rebuilt before the next live step by replaying that model's earlier steps
 into the engine — greedy decoding is deterministic, so the rebuilt
 conversation is the one the agent had.
 
+Prefix reuse across agents: when an agent ends, its conversations stay in
+the engine for a while (the last few per node), with their text. A new
+agent's first live step whose prompt *extends* one of those texts word for
+word — the next turn of a chat that an OpenAI client sends with its whole
+history — forks that session (llama.cpp sequence copy, no KV bytes copied)
+and prefills only the new part. The text is matched, not the tokens: with a
+BPE vocabulary the boundary may tokenize differently from one whole prompt.
+
 Emulated profiles really run slower: after each step the service sleeps so
 that the step takes ``1 / speed`` times as long as it did on this machine.
 """
@@ -25,7 +33,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Final, Protocol
 
 from meshagent.errors import InferenceError, MeshError
 from meshagent.inference.engine import GenerateOptions, LlmEngine, SessionId
@@ -91,12 +99,20 @@ class StepRecord:
     completion_tokens: int
     seconds: float
     finished_at: float
+    reused_tokens: int = 0
+    """Prompt tokens whose KV was already here (continued session, or a finished agent's prefix)."""
 
 
 @dataclass(slots=True)
 class _Conversation:
     replayed: list[tuple[str, str, LlmOptions]] = field(default_factory=list)
     live: bool = False
+    text: str = ""
+    """Prompts and answers this session holds, in order (for prefix reuse once the agent ends)."""
+
+
+_RETIRED: Final = 8
+"""Sessions of finished agents kept per node for prefix reuse (least recently retired dropped first)."""
 
 
 class NodeServices:
@@ -121,6 +137,8 @@ class NodeServices:
         self._seen: dict[str, int] = {}
         """LLM steps (replayed or live) this incarnation of each agent has made."""
         self.steps: deque[StepRecord] = deque(maxlen=1000)
+        self._retired: deque[tuple[str, SessionId, str]] = deque()
+        """(model name, session, text) of finished agents' conversations, oldest first."""
 
     def _next_step(self, agent_id: str) -> int:
         with self._lock:
@@ -155,8 +173,12 @@ class NodeServices:
         gen_options = GenerateOptions(max_tokens=options.max_tokens, temperature=options.temperature, seed=options.seed)
         if not conv.live and conv.replayed and not _known(engine, session):
             self._rebuild(engine, session, conv)
+        sent = prompt
+        if not conv.live and not conv.replayed and not _known(engine, session):
+            sent = self._continue_prefix(engine, local.name, session, conv, prompt)
         start = time.perf_counter()
-        generation = engine.generate(session, prompt, gen_options)
+        generation = engine.generate(session, sent, gen_options)
+        conv.text += prompt + generation.text
         elapsed = time.perf_counter() - start
         speed = self._models.speed
         if speed < 1.0:
@@ -165,9 +187,48 @@ class NodeServices:
         steps = self._step_log.get(agent_id)
         self._step_log.set(agent_id, [*steps[:index], local.sha256])
         record = StepRecord(agent_id, index, local.name, options.privacy, generation.prompt_tokens,
-                            generation.completion_tokens, time.perf_counter() - start, time.time())
+                            generation.completion_tokens, time.perf_counter() - start, time.time(), generation.reused_tokens)
         self.steps.append(record)
         return generation.text
+
+    def _continue_prefix(self, engine: LlmEngine, model: str, session: SessionId, conv: _Conversation, prompt: str) -> str:
+        """Fork the longest finished conversation on ``model`` that ``prompt`` extends; returns what is left to send."""
+        with self._lock:
+            found = max(((s, t) for m, s, t in self._retired if m == model and t and len(t) < len(prompt)
+                         and prompt.startswith(t)), key=lambda st: len(st[1]), default=None)
+        if found is None:
+            return prompt
+        try:
+            engine.fork(found[0], session)
+        except InferenceError as exc:
+            log.debug("prefix %s is gone: %s", found[0], exc)
+            return prompt
+        conv.text = found[1]
+        log.info("session %s continues %s (%d characters of prefix already here)", session, found[0], len(found[1]))
+        return prompt[len(found[1]):]
+
+    def retire(self, agent_id: str) -> None:
+        """The agent ended: keep its conversations for prefix reuse (the last few), forget the rest."""
+        with self._lock:
+            kept = [(model, session_of(agent_id, model), conv.text)
+                    for (a, model), conv in self._conversations.items() if a == agent_id and conv.live and conv.text]
+        dropped: list[tuple[str, SessionId]] = []
+        with self._lock:
+            for model, session, text in kept:
+                # A longer text of the same chat makes the shorter one redundant.
+                for entry in [e for e in self._retired if e[0] == model and text.startswith(e[2])]:
+                    self._retired.remove(entry)
+                    dropped.append((entry[0], entry[1]))
+                self._retired.append((model, session, text))
+            while len(self._retired) > _RETIRED:
+                model, session, _ = self._retired.popleft()
+                dropped.append((model, session))
+        self.forget(agent_id, keep={model for model, _, _ in kept})
+        for model, session in dropped:
+            try:
+                self._models.registry.llm(model).drop(session)
+            except InferenceError:
+                pass
 
     def _rebuild(self, engine: LlmEngine, session: SessionId, conv: _Conversation) -> None:
         """Replay this model's earlier steps into a fresh session (deterministic decoding)."""
@@ -176,6 +237,7 @@ class NodeServices:
             gen = engine.generate(
                 session, prompt, GenerateOptions(max_tokens=options.max_tokens, temperature=options.temperature, seed=options.seed)
             )
+            conv.text += prompt + gen.text
             if gen.text != answer:
                 log.warning("rebuilt conversation %s differs from the journal (numerical near-tie); continuing", session)
         log.info("rebuilt %s from %d journaled steps in %.2f s", session, len(conv.replayed), time.perf_counter() - start)
@@ -232,15 +294,16 @@ class NodeServices:
         with self._lock:
             self._seen.pop(agent_id, None)
 
-    def forget(self, agent_id: str) -> None:
-        """Drop an agent's conversations here (it finished, or moved away for good)."""
+    def forget(self, agent_id: str, *, keep: frozenset[str] | set[str] = frozenset()) -> None:
+        """Drop an agent's conversations here (it finished, or moved away for good); ``keep``: models whose
+        engine session stays (retired for prefix reuse)."""
         with self._lock:
             self._seen.pop(agent_id, None)
             keys = [k for k in self._conversations if k[0] == agent_id]
             for k in keys:
                 del self._conversations[k]
         for ad in self._models.adverts():
-            if ad.kind == "llm":
+            if ad.kind == "llm" and ad.name not in keep:
                 try:
                     self._models.registry.llm(ad.name).drop(session_of(agent_id, ad.name))
                 except InferenceError:

@@ -100,3 +100,19 @@ def test_invalid_requests_get_openai_error_objects(client: openai.OpenAI, mesh: 
         assert raw.value.code in (400, 404) and raw.value.headers["content-type"] == "application/json"
         assert set(json.loads(text)["error"]) == {"message", "type", "param", "code"}
         assert "Traceback" not in text
+
+
+def test_a_follow_up_turn_continues_the_conversation_kept_on_the_node(client: openai.OpenAI, mesh: Mesh) -> None:
+    first = [{"role": "user", "content": "Name three rivers."}]
+    reply = client.chat.completions.create(model="small-chat", messages=first, max_tokens=10)
+    answer = reply.choices[0].message.content
+    follow = [*first, {"role": "assistant", "content": answer}, {"role": "user", "content": "And three lakes?"}]
+    again = client.chat.completions.create(model="small-chat", messages=follow, max_tokens=10)
+    fresh = client.chat.completions.create(model="small-chat", messages=follow[-1:], max_tokens=10)
+
+    steps = {s["agent_id"]: s for s in mesh.laptop.call("steps")["steps"]}
+    turn1, turn2, alone = (steps[r.model_extra["meshagent"]["agent_id"]] for r in (reply, again, fresh))
+    # The second turn prefilled only its new text: the first turn's KV (prompt and answer) was reused.
+    assert turn2["reused_tokens"] >= turn1["prompt_tokens"] + turn1["completion_tokens"] - 1
+    assert turn2["prompt_tokens"] < alone["prompt_tokens"] + turn1["prompt_tokens"]
+    assert alone["reused_tokens"] == 0

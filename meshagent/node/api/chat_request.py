@@ -133,7 +133,8 @@ def parse_chat_request(body: object, headers: Mapping[str, str]) -> ChatRequest:
 
 def _turn(message: Message) -> str:
     content = message.content
-    sep = "" if content[:1].isspace() else " "
+    # An assistant turn is the model's own reply, which followed "Assistant:" verbatim.
+    sep = "" if message.role == "assistant" or content[:1].isspace() else " "
     return f"{_ROLES[message.role]}:{sep}{content}\n"
 
 
