@@ -6,7 +6,10 @@
  *             so answers over 64 bytes take the -(bytes needed) path)
  * cat:PATH    print a file read through WASI (sees the tools' writes)
  * put:PATH:T  write T to a file through WASI (fopen "w")
- * llm:PROMPT  one mesh_llm call (a place where a test can suspend the agent) */
+ * llm:PROMPT  one mesh_llm call (a place where a test can suspend the agent)
+ * cp:LABEL    mesh_checkpoint(LABEL); later "0?" ops run only when it returned 0
+ * rb:LABEL    mesh_rollback(LABEL), only when that checkpoint returned 0
+ * 0?OP        OP, only before the first rollback */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,9 +30,19 @@ static void call_tool(const char *spec) {
 }
 
 int main(int argc, char **argv) {
+    int round = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (strncmp(a, "cat:", 4) == 0) {
+        if (strncmp(a, "0?", 2) == 0) {
+            if (round) continue;
+            a += 2;
+        }
+        if (strncmp(a, "cp:", 3) == 0) {
+            round = mesh_checkpoint(a + 3);
+            printf("checkpoint %s %d\n", a + 3, round);
+        } else if (strncmp(a, "rb:", 3) == 0) {
+            if (!round) mesh_rollback(a + 3);
+        } else if (strncmp(a, "cat:", 4) == 0) {
             FILE *f = fopen(a + 4, "rb");
             if (!f) { printf("cat %s: missing\n", a + 4); continue; }
             char buf[4096];
