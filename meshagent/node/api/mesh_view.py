@@ -89,10 +89,16 @@ class MeshView:
         for info in [*stored, *live][-_RECENT:]:
             placements = await trio.to_thread.run_sync(self._agents.placements, info.agent_id)
             meta = self._agents.meta(info.agent_id)
-            where = placements[-1]["peer"] if placements and info.status == "moved" else self.peer_id
+            moved = bool(placements) and info.status == "moved"
+            where = placements[-1]["peer"] if moved else self.peer_id
+            status = info.status
+            if moved:  # the outcome relayed by the node it moved to, once it ended there
+                result = await trio.to_thread.run_sync(self._agents.result, info.agent_id)
+                status = result["status"] if result else "moved"
             out.append({
                 "agent_id": info.agent_id,
-                "status": info.status,
+                "status": status,
+                "moved": moved,
                 "owner": meta.owner,
                 "privacy": meta.privacy,
                 "policy": meta.policy,

@@ -94,7 +94,7 @@ function renderMesh(state) {
       el("div", { class: "facts" }, `load ${p.load}${p.price_per_1k_tokens ? ` · ${p.price_per_1k_tokens}/1k tok` : ""}`),
       el("div", { class: "bar" }, el("span", { style: `width:${Math.round(load * 100)}%` })),
       here.length ? el("div", { class: "chips" }, here.slice(-6).map((a) =>
-        el("span", { class: `chip agent ${a.status}`, "data-agent-chip": a.agent_id, title: `${a.agent_id}: ${a.status}` }, `${short(a.agent_id)} ${a.status}`))) : null);
+        el("span", { class: `chip agent ${a.status}`, "data-agent-chip": a.agent_id, title: `${a.agent_id}: ${a.status}` }, `${short(a.agent_id)} ${a.status}${a.moved ? " here" : ""}`))) : null);
   });
   document.getElementById("nodes").replaceChildren(...cards);
   document.getElementById("self-name").textContent = name(self);
@@ -141,7 +141,7 @@ function renderAgents(state) {
   const rows = [...state.agents].reverse().map((a) =>
     el("tr", { "data-agent": a.agent_id, "data-node": a.node },
       el("td", { class: "mono" }, a.agent_id),
-      el("td", {}, a.status),
+      el("td", {}, a.moved ? `${a.status} (moved)` : a.status),
       el("td", {}, a.privacy),
       el("td", {}, a.policy),
       el("td", {}, name(a.node)),
@@ -153,7 +153,7 @@ function renderAgents(state) {
       el("td", { class: "mono" }, short(s.agent_id)),
       el("td", {}, s.model),
       el("td", {}, s.privacy),
-      el("td", {}, `${s.prompt_tokens} / ${s.completion_tokens}`),
+      el("td", {}, `${s.prompt_tokens}${s.reused_tokens ? ` (+${s.reused_tokens} reused)` : ""} / ${s.completion_tokens}`),
       el("td", {}, s.seconds.toFixed(2))));
   document.querySelector("#steps tbody").replaceChildren(...(steps.length ? steps : [el("tr", {}, el("td", { class: "empty", colspan: 6 }, "no LLM steps here yet"))]));
 }
