@@ -50,6 +50,7 @@ from meshagent.runtime.manager import AgentManager
 from meshagent.runtime.modules import ModuleCache, engine_for
 from meshagent.runtime.outcome import Outcome
 from meshagent.runtime.services import LlmOptions, Suspend
+from meshagent.runtime.tools.runtime import ToolRuntime
 from meshagent.runtime.vfs import VirtualFs
 
 __all__ = ["RESULT_PROTOCOL", "NodeAgents", "stricter"]
@@ -121,6 +122,7 @@ class NodeAgents:
             limits=config.sandbox,
             store=self.store,
             remote_result=self.remote_stdout,
+            tools=ToolRuntime.create(data_dir / "tools"),
         )
         self.handoff: Any = None
         """The node's HandoffManager (set by the node before :meth:`run`)."""
@@ -289,6 +291,9 @@ class NodeAgents:
 
     def holds(self, agent_id: str) -> bool:
         return self.manager.is_known(agent_id)
+
+    def has_tool(self, sha256_prefix: str) -> bool:
+        return self.manager.tools.store.has_prefix(sha256_prefix)
 
     def has_module(self, sha256: str) -> bool:
         return self.manager.modules.get(sha256) is not None or self.store.get_module(sha256) is not None

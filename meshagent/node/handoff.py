@@ -55,7 +55,7 @@ from meshagent.net.bulk import ips_of_addrs
 from meshagent.net.host import MeshHost, Stream
 from meshagent.node.control import Emit, Handler
 from meshagent.node.identity import Identity
-from meshagent.node.snapshots import CACHEABLE, FrozenAgent, from_sections, seal_agent
+from meshagent.node.snapshots import CACHEABLE, FrozenAgent, from_sections, seal_agent, tool_prefix
 from meshagent.protocol import snapshot as snap
 from meshagent.protocol.handoff import HANDOFF_PROTOCOL, Action, Reject, RejectReason, Via, recovery_action
 from meshagent.protocol.signed import PeerId
@@ -95,6 +95,9 @@ class AgentCustody(Protocol):
 
     def has_module(self, sha256: str) -> bool:
         """True when the module with this sha256 is in the local module store."""
+
+    def has_tool(self, sha256_prefix: str) -> bool:
+        """True when a WASI tool whose sha256 starts so is in the local tool store (optional)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -736,8 +739,12 @@ class _ReceiverSide:
         return await self._m.offer(peer, header_blob)
 
     def have(self, header: snap.SnapshotHeader) -> frozenset[str]:
-        names = {s.name for s in header.sections} & CACHEABLE
-        return frozenset(n for n in names if n == "module" and self._m._custody.has_module(header.module_sha256))
+        names = {s.name for s in header.sections}
+        have = {n for n in names & CACHEABLE if n == "module" and self._m._custody.has_module(header.module_sha256)}
+        has_tool = getattr(self._m._custody, "has_tool", None)
+        if has_tool is not None:
+            have |= {n for n in names if (prefix := tool_prefix(n)) is not None and has_tool(prefix)}
+        return frozenset(have)
 
     def incoming_path(self, header: snap.SnapshotHeader) -> Path:
         return self._m._dir / "in" / f"{_fname(header.agent_id, header.generation)}.part"

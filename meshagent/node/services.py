@@ -41,6 +41,7 @@ from meshagent.node.models import NodeModels
 from meshagent.protocol.advert import ModelAd
 from meshagent.protocol.auction import ModelRequirement, best_model
 from meshagent.runtime.services import LlmOptions
+from meshagent.runtime.tools.node_tools import NodeTools
 
 __all__ = ["StepRecord", "StepLog", "MemoryStepLog", "NodeServices", "Placer", "session_of", "requirement_of"]
 
@@ -137,6 +138,7 @@ class NodeServices:
         self._seen: dict[str, int] = {}
         """LLM steps (replayed or live) this incarnation of each agent has made."""
         self.steps: deque[StepRecord] = deque(maxlen=1000)
+        self._node_tools = NodeTools()
         self._retired: deque[tuple[str, SessionId, str]] = deque()
         """(model name, session, text) of finished agents' conversations, oldest first."""
 
@@ -262,7 +264,8 @@ class NodeServices:
             raise InferenceError(f"embedding failed: {exc}") from exc
 
     def tool(self, agent_id: str, name: str, args: bytes) -> bytes:
-        raise MeshError(f"no tool named {name!r} is installed on this node")
+        """Tools the agent's own registry does not know: the node's tools (shipped WASI tools, inline files)."""
+        return self._node_tools.call(agent_id, name, args)
 
     def fork(self, parent_id: str, child_ids: Sequence[str]) -> None:
         """Children continue the parent's conversations, sharing the KV prefix (llama.cpp sequence copy)."""

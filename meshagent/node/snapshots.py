@@ -9,6 +9,9 @@ Sections (see :mod:`meshagent.protocol.snapshot` for sealing):
 ``journal``  the journal (CBOR, the truth)
 ``image``    the memory image (CBOR), a cache; absent when there is none
 ``vfs``      the virtual files (CBOR)
+``tool.<h>`` one per WASI tool the agent carries, ``<h>`` = the first 58 hex digits of
+             its sha256 — cacheable like ``module``: omitted when the receiver
+             already holds that tool (it then comes from the receiver's tool store)
 ``kv``       KV-cache blobs (CBOR map session → blob) — only sealed for a
              receiver that advertises the same model hash
 
@@ -32,9 +35,30 @@ from meshagent.runtime.snapshot import AgentSnapshot
 if TYPE_CHECKING:
     from meshagent.node.identity import Identity
 
-__all__ = ["AgentMeta", "FrozenAgent", "CACHEABLE", "to_sections", "from_sections", "module_sha256_of", "seal_agent"]
+__all__ = ["AgentMeta", "FrozenAgent", "CACHEABLE", "TOOL_SECTION", "tool_section", "tool_prefix", "is_cacheable",
+           "to_sections", "from_sections", "module_sha256_of", "seal_agent"]
 
 CACHEABLE: Final = frozenset({"module"})
+TOOL_SECTION: Final = "tool."
+_TOOL_HEX: Final = 58
+"""Section names are at most 64 characters: ``tool.`` + 58 hex digits of the tool's sha256."""
+
+
+def tool_section(sha256: str) -> str:
+    return TOOL_SECTION + sha256[:_TOOL_HEX]
+
+
+def tool_prefix(section: str) -> str | None:
+    """The sha256 prefix a ``tool.<h>`` section names, else ``None``."""
+    if not section.startswith(TOOL_SECTION):
+        return None
+    prefix = section[len(TOOL_SECTION):]
+    return prefix if len(prefix) == _TOOL_HEX and all(c in "0123456789abcdef" for c in prefix) else None
+
+
+def is_cacheable(section: str) -> bool:
+    """Sections a receiver may already hold by content hash (module, tools)."""
+    return section in CACHEABLE or tool_prefix(section) is not None
 PRIVACY_CLASSES: Final = ("private", "lan", "any")
 
 
@@ -73,7 +97,7 @@ def to_sections(agent: FrozenAgent, *, include_kv: bool) -> list[tuple[str, byte
     """The sections to seal; KV blobs only when ``include_kv`` (same model on the receiver)."""
     snap = agent.snapshot
     wire = snap.to_wire()
-    meta = {k: v for k, v in wire.items() if k not in ("module", "journal", "image", "vfs")}
+    meta = {k: v for k, v in wire.items() if k not in ("module", "journal", "image", "vfs", "tools")}
     meta.update(owner=agent.meta.owner, privacy=agent.meta.privacy, policy=agent.meta.policy,
                 llm_models=list(agent.meta.llm_models),
                 kv_model_hash=agent.kv_model_hash if include_kv else None)
@@ -84,6 +108,8 @@ def to_sections(agent: FrozenAgent, *, include_kv: bool) -> list[tuple[str, byte
     if snap.image is not None:
         sections.append(("image", codec.encode(snap.image.to_wire())))
     sections.append(("vfs", codec.encode(snap.vfs.to_wire())))
+    for sha, wasm in sorted(snap.tools.items()):
+        sections.append((tool_section(sha), wasm))
     if include_kv and agent.kv_blobs:
         sections.append(("kv", codec.encode(dict(agent.kv_blobs))))
     return sections
@@ -147,6 +173,16 @@ def from_sections(sections: Mapping[str, bytes], header: SnapshotHeader) -> Froz
         wire["journal"] = _decode("journal", sections["journal"], 4)
         wire["image"] = _decode("image", sections["image"], 8) if "image" in sections else None
         wire["vfs"] = _decode("vfs", sections["vfs"], 2)
+        tools: dict[str, bytes] = {}
+        for name, wasm in sections.items():
+            prefix = tool_prefix(name)
+            if prefix is None:
+                continue
+            sha = hashlib.sha256(wasm).hexdigest()
+            if not sha.startswith(prefix):
+                raise SealError(f"section {name!r} does not hold the tool its name promises")
+            tools[sha] = wasm
+        wire["tools"] = tools
         snapshot = AgentSnapshot.from_wire(wire)
         kv: tuple[tuple[str, bytes], ...] = ()
         if "kv" in sections:

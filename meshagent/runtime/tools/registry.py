@@ -86,11 +86,11 @@ class ToolBox:
                 else:
                     answer = self._wasi(spec, parsed, scratch)
                 return json_result(answer, _writes(fs.overlay, scratch.overlay))
+            return ToolResult(bytes(self._services.tool(self.agent_id, name, args)))
         except Suspend:
             raise
         except MeshError as exc:
             return error_result(f"{name}: {exc}")
-        return ToolResult(bytes(self._services.tool(self.agent_id, name, args)))
 
     def module(self, spec: ToolSpec) -> bytes | None:
         carried = self.carried.get(spec.sha256)

@@ -72,6 +72,15 @@ class ToolStore:
                 return True
         return self._dir is not None and (self._dir / f"{sha256}.wasm").is_file()
 
+    def has_prefix(self, prefix: str) -> bool:
+        """Whether a tool whose sha256 starts with ``prefix`` is here (snapshot sections name tools so)."""
+        if len(prefix) < 32:
+            return False
+        with self._lock:
+            if any(sha.startswith(prefix) for sha in self._mem):
+                return True
+        return self._dir is not None and any(self._dir.glob(f"{prefix}*.wasm"))
+
     def get(self, sha256: str, *, fetch: bool = True) -> bytes | None:
         """The module, from memory, the directory or (``fetch``) the fetcher; checked against its hash."""
         with self._lock:
