@@ -66,7 +66,8 @@ class BearerAuth:
         for name, value in scope.get("headers", []):
             if name == b"authorization" and value[:7].lower() == b"bearer ":
                 return bytes(value[7:].strip())
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        raw: bytes = scope.get("query_string", b"")
+        query = parse_qs(raw.decode("latin-1"))
         return query.get("token", [""])[0].encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -57,7 +57,7 @@ class ApiService:
     def app(self, token: str | None) -> Starlette:
         middleware = [Middleware(BearerAuth, token=token)] if token else []
         return Starlette(routes=[*openai_routes(self.view, self.chat), *dashboard_routes(self.view)],
-                         middleware=middleware, exception_handlers=EXCEPTION_HANDLERS)  # type: ignore[arg-type]
+                         middleware=middleware, exception_handlers=EXCEPTION_HANDLERS)
 
     def handlers(self) -> dict[str, Handler]:
         async def api(params: dict[str, Any], emit: Emit) -> dict[str, Any]:
@@ -101,7 +101,8 @@ class ApiService:
         app = self.app(token)
         config = self._hypercorn(self._listen())
         async with trio.open_nursery() as nursery:
-            binds: list[str] = await nursery.start(partial(serve, app, config))
+            # hypercorn types its ASGI callable more narrowly than starlette's app; it is one.
+            binds: list[str] = await nursery.start(partial(serve, app, config))  # type: ignore[arg-type]
             self.url = binds[0]
             await trio.to_thread.run_sync((self._data_dir / URL_FILE).write_text, self.url + "\n")
             log.info("OpenAI-compatible API and dashboard at %s%s", self.url,
