@@ -37,9 +37,11 @@ int main(int argc, char **argv) {
 
     int branch = mesh_fork(BRANCHES);
     if (branch >= 0) {
-        /* Child: its own seed and some temperature, one idea on stdout. */
-        char options[64];
-        int len = snprintf(options, sizeof options, "temperature=0.9;seed=%d;max_tokens=48", branch + 1);
+        /* Child: its own seed and some temperature, one idea on stdout. A branch wants at
+         * least a small model: on a phone each branch is auctioned, and since every bid
+         * reserves its capacity, the branches spread over the peers. */
+        char options[96];
+        int len = snprintf(options, sizeof options, "model=size>=small;temperature=0.9;seed=%d;max_tokens=48", branch + 1);
         mesh_llm_options(options, len);
         snprintf(prompt, sizeof prompt, "Brainstorm idea %d about: %s. One line.", branch + 1, topic);
         ask(prompt, answer, sizeof answer);

@@ -81,6 +81,9 @@ def measure_throughput(
     m = max(1, min(decode_tokens, ctx.n_ctx - n - 1))
     prompt = [ctx.model.bos] + [(i * 7919 + 13) % n_vocab for i in range(n - 1)]
     try:
+        # Warm up first (graph allocation, caches): the first call of a fresh context is not its speed.
+        ctx.decode(prompt[:8], seq, 0, logits=True)
+        ctx.seq_rm(seq)
         t0 = time.perf_counter()
         logits = ctx.decode(prompt, seq, 0, logits=True)
         t1 = time.perf_counter()

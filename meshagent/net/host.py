@@ -10,11 +10,12 @@ ping. py-libp2p types stay behind this module.
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Final
 
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 GOSSIP_PROTOCOLS: Final = ("/meshsub/1.1.0", "/meshsub/1.0.0")
 _PORT_FALLBACKS: Final = 10
 _DIAL_TIMEOUT_S: Final = 10.0
+_LISTEN_ATTEMPTS: Final = 5
 
 StreamHandler = Callable[["Stream"], Awaitable[None]]
 
@@ -256,14 +258,31 @@ class MeshHost:
 
 @asynccontextmanager
 async def open_host(identity: Identity, listen: Sequence[str], *, interface: str = "") -> AsyncIterator[MeshHost]:
-    """Run a libp2p host for ``identity`` until the context exits."""
-    listen_addrs = pick_listen_addrs(listen)
-    announce = concrete_addrs([str(a) for a in listen_addrs], interface=interface)
-    host = new_host(
-        key_pair=_keypair(identity),
-        listen_addrs=listen_addrs,
-        announce_addrs=[multiaddr.Multiaddr(a) for a in announce],
-    )
+    """Run a libp2p host for ``identity`` until the context exits.
+
+    A port picked free can be taken by another process before libp2p binds it;
+    then the ports are picked again (a few times) rather than failing.
+    """
+    for attempt in range(_LISTEN_ATTEMPTS):
+        listen_addrs = pick_listen_addrs(listen)
+        announce = concrete_addrs([str(a) for a in listen_addrs], interface=interface)
+        host = new_host(
+            key_pair=_keypair(identity),
+            listen_addrs=listen_addrs,
+            announce_addrs=[multiaddr.Multiaddr(a) for a in announce],
+        )
+        stack = AsyncExitStack()
+        taken: OSError | None = None
+        try:
+            await stack.enter_async_context(host.run(listen_addrs))
+        except* OSError as group:
+            await stack.aclose()
+            taken = group.exceptions[0]  # type: ignore[assignment]
+        if taken is None:
+            break
+        if taken.errno != errno.EADDRINUSE or attempt == _LISTEN_ATTEMPTS - 1:
+            raise NodeError(f"cannot listen on {', '.join(map(str, listen_addrs))}: {taken.strerror or taken}") from taken
+        log.info("listen address taken meanwhile (%s); picking again", taken)
     gossip = GossipSub(
         protocols=list(GOSSIP_PROTOCOLS),  # type: ignore[arg-type]
         degree=6,
@@ -272,14 +291,7 @@ async def open_host(identity: Identity, listen: Sequence[str], *, interface: str
         heartbeat_interval=1,
     )
     pubsub = Pubsub(host, gossip)
-    started = False
-    try:
-        async with host.run(listen_addrs):
-            async with background_trio_service(pubsub), background_trio_service(gossip):
-                await pubsub.wait_until_ready()
-                started = True
-                yield MeshHost(host, pubsub, identity, tuple(announce))
-    except OSError as exc:
-        if started:
-            raise
-        raise NodeError(f"cannot listen on {', '.join(map(str, listen_addrs))}: {exc.strerror or exc}") from exc
+    async with stack:
+        async with background_trio_service(pubsub), background_trio_service(gossip):
+            await pubsub.wait_until_ready()
+            yield MeshHost(host, pubsub, identity, tuple(announce))

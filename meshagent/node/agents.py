@@ -300,6 +300,18 @@ class NodeAgents:
 
     # --- results ------------------------------------------------------------------------
 
+    async def _report_steps(self) -> None:
+        """Tell auctioneers how long the steps they awarded here really took (reputation)."""
+        reported = 0
+        while True:
+            await trio.sleep(0.5)
+            steps = list(self.services.steps)
+            if len(steps) < reported:
+                reported = 0
+            for record in steps[reported:]:
+                await self._placement.report_step(record.agent_id)
+            reported = len(steps)
+
     async def _report_loop(self) -> None:
         """Send the outcome of agents that end here but belong to another node to their owner."""
         reported: set[str] = set()
@@ -334,8 +346,12 @@ class NodeAgents:
                 delay = min(delay * 2, 30.0)
 
     def record_children(self, parent_id: str, child_ids: list[str]) -> None:
+        """A fork: remember the family, and the children inherit the parent's owner, privacy and policy."""
+        meta = self.meta(parent_id)
         with self.store.transaction() as db:
             db.executemany("INSERT OR IGNORE INTO children VALUES (?, ?)", [(parent_id, c) for c in child_ids])
+        for child in child_ids:
+            self.set_meta(child, meta)
 
     def children(self, parent_id: str) -> list[str]:
         with self.store.transaction() as db:
@@ -494,6 +510,7 @@ class NodeAgents:
                 await nursery.start(self.manager.run)
                 nursery.start_soon(self._drive_moves)
                 nursery.start_soon(self._report_loop)
+                nursery.start_soon(self._report_steps)
                 task_status.started()
         finally:
             with trio.CancelScope(shield=True):

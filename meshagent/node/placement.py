@@ -22,6 +22,7 @@ from typing import Any, Final
 import trio
 
 from meshagent.config import Config
+from meshagent.inference.capacity import recommended_capacity
 from meshagent.errors import AuctionError, ControlError, RemoteProtocolError
 from meshagent.net.addresses import is_on_link
 from meshagent.net.host import MeshHost, Stream
@@ -58,6 +59,8 @@ _LAN_BPS: Final = 12.5e6
 _WAN_BPS: Final = 2.5e6
 _HISTORY: Final = 200
 _CALLS_PER_PEER_PER_S: Final = 20.0
+_LLM_SLOTS: Final = recommended_capacity().llm_per_model
+"""LLM steps a node runs at once (one llama.cpp context per model): what bids queue behind."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,8 +107,12 @@ class PlacementService:
         self.reservations = Reservations()
         self.reputation = Reputation()
         self.history: deque[dict[str, Any]] = deque(maxlen=_HISTORY)
-        self.awards: dict[str, Award] = {}
-        """Auctions this node won and has not yet been handed the agent for."""
+        self.awards: dict[str, tuple[Award, PeerId, float]] = {}
+        """Auctions this node won: (award, auctioneer, when received) until the step is reported."""
+        self._my_bids: dict[str, float] = {}
+        """Total seconds this node promised, per auction it bid in (for its reports)."""
+        self._awarded: dict[str, tuple[PeerId, float, float]] = {}
+        """Auctions this node awarded: winner, promised seconds, when awarded (to judge reports)."""
         self._limits: dict[PeerId, _RateLimit] = {}
         self.refused_calls = 0
 
@@ -148,7 +155,7 @@ class PlacementService:
             me=self._host.peer_id,
             models=me.models,
             price_per_1k_tokens=me.price_per_1k_tokens,
-            slots=max(1, self._config.sandbox.max_instances),
+            slots=_LLM_SLOTS,
             busy_s=self._busy_s(),
             trusts_owner=call.owner == self._host.peer_id or call.owner in self._trust,
             home_on_link=on_link,
@@ -175,6 +182,10 @@ class PlacementService:
 
     def answer(self, call: CallForBids) -> Bid | Decline:
         answer, self.reservations = make_bid(call, self._context(call), self.reservations, now=time.time())
+        if isinstance(answer, Bid):
+            self._my_bids[call.auction_id] = answer.estimate.total_s
+            while len(self._my_bids) > _HISTORY:
+                self._my_bids.pop(next(iter(self._my_bids)))
         return answer
 
     async def _serve(self, stream: Stream) -> None:
@@ -191,13 +202,13 @@ class PlacementService:
                     await stream.send_frame(auction.encode(self.answer(msg), key))
                 case Award():
                     if msg.winner == self._host.peer_id:
-                        self.awards[msg.auction_id] = msg
+                        self.awards[msg.auction_id] = (msg, signer, time.time())
                         self.reservations = self.reservations.extend(msg.auction_id, msg.expires_at)
                 case Release():
                     self.reservations = self.reservations.release(msg.auction_id)
                     self.awards.pop(msg.auction_id, None)
                 case Report():
-                    pass  # reports go to the auctioneer; a bidder ignores them
+                    self._judge(signer, msg)
                 case _:
                     raise RemoteProtocolError(f"unexpected {type(msg).__name__} on the auction protocol")
         await stream.close()
@@ -274,7 +285,9 @@ class PlacementService:
         on_link = frozenset(p for p in self._members.table if self.on_link(p))
         adverts = {p: a for p, a in self._adverts().items() if p not in exclude}
         rtt = {p: e.rtt_ms for p, e in self._members.table.items() if e.rtt_ms is not None}
-        invited = select_bidders(call, adverts, owner_devices=owner_devices, on_link=on_link, rtt_ms=rtt)  # type: ignore[arg-type]
+        invited = select_bidders(
+            call, adverts, owner_devices=owner_devices, on_link=on_link, rtt_ms=rtt, reliability=self.reputation  # type: ignore[arg-type]
+        )
         state = Auction(call, invited, owner_devices=owner_devices, on_link=on_link)
         own = self.answer(call)
         if isinstance(own, Bid):
@@ -295,6 +308,8 @@ class PlacementService:
             async with trio.open_nursery() as nursery:
                 key = self._members.signing_key
                 if award_msg is not None and award_msg.winner != me:
+                    winner_bid = next(b for b in decision.bids if b.bidder == award_msg.winner)
+                    self._awarded[call.auction_id] = (award_msg.winner, winner_bid.estimate.total_s, time.time())
                     nursery.start_soon(self._tell, award_msg.winner, auction.encode(award_msg, key), messages)
                 for peer, rel in releases:
                     if peer == me:
@@ -327,6 +342,33 @@ class PlacementService:
         log.info("auction %s for %s: winner %s (%s); bids %s", call.auction_id, step.agent_id, decision.winner, decision.reason,
                  [(b.bidder[-6:], round(b.estimate.total_s, 3), b.price) for b in decision.bids])
         return decision
+
+    def _judge(self, signer: PeerId, report: Report) -> None:
+        """A winner's report of its step: fold it into its reliability factor.
+
+        Only the winner of an auction this node awarded may report on it, once; and
+        the time this node itself saw pass before the report arrived bounds the claim
+        from below, so a winner cannot report itself faster than it visibly was.
+        """
+        awarded = self._awarded.pop(report.auction_id, None)
+        if awarded is None or awarded[0] != signer or report.bidder != signer:
+            log.info("ignored a report from %s for auction %s", signer, report.auction_id)
+            return
+        winner, promised, awarded_at = awarded
+        seen = time.time() - awarded_at
+        actual = max(report.actual_s, min(seen, report.actual_s * 10 + 1.0))
+        self.observe(winner, promised, actual)
+        log.info("peer %s promised %.2f s, took %.2f s: reliability factor now %.2f", winner, promised, actual,
+                 self.reputation.factor(winner))
+
+    async def report_step(self, agent_id: str) -> None:
+        """After running a step this node won: tell the auctioneer how long it really took."""
+        won = [(aid, a) for aid, a in self.awards.items() if a[0].agent_id == agent_id]
+        for auction_id, (award, auctioneer, received) in won:
+            del self.awards[auction_id]
+            promised = self._my_bids.pop(auction_id, 0.0)
+            report = Report(auction_id, self._host.peer_id, promised, time.time() - received)
+            await self._tell(auctioneer, auction.encode(report, self._members.signing_key), [0])
 
     def observe(self, peer: PeerId, estimated_s: float, actual_s: float) -> None:
         """Fold a finished step's estimate-vs-actual into the peer's reliability factor."""

@@ -54,6 +54,8 @@ def test_agent_forages_and_matches_a_single_node_run(tmp_path, summarise):
         assert private["privacy"] == "private" and private["winner"] == phone.peer_id
         assert {b["bidder"] for b in private["bids"]} <= {phone.peer_id, others["laptop"].peer_id}
         assert gpu.peer_id not in {b["bidder"] for b in private["bids"]}
+        # The gpu reported how long the heavy step really took: the phone now holds a reliability factor for it.
+        assert wait_for(lambda: gpu.peer_id in phone.call("auctions")["reputation"], timeout=10)[0]
         # The gpu handed the agent back and ran nothing private itself.
         assert [h["state"] for h in gpu.call("handoffs")["handoffs"] if h["role"] == "sender"] == ["done"]
     finally:
