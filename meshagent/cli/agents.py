@@ -104,6 +104,10 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="environment variable for the agent")
     p.add_argument("--snapshot-at", nargs=2, metavar=("N", "FILE"),
                    help="(--local) stop the agent and its children at its N-th host call and write them to FILE")
+    p.add_argument("--privacy", choices=("private", "lan", "any"), default="private",
+                   help="where the agent may go: only your paired devices (default), peers on this link, or any peer")
+    p.add_argument("--policy", choices=("latency", "cost", "balanced"), default="latency",
+                   help="what its auctions minimise")
     _add_services(p)
     _add_data_dir(p)
 
@@ -131,19 +135,13 @@ def _parse_run(args: argparse.Namespace) -> argparse.Namespace:
 def _build(args: argparse.Namespace) -> int:
     from meshagent.runtime.build import build_agent
 
-    out = build_agent(list(args.sources), args.output, reactor=args.reactor)
-    if args.tools is not None:
-        from meshagent.runtime.tools.manifest_file import embed_manifest, load_tools_file
-        from meshagent.runtime.tools.store import ToolStore, default_build_dir
+    out = build_agent(list(args.sources), args.output, reactor=args.reactor, tools=args.tools)
+    from meshagent.runtime.tools.runtime import manifest_of
 
-        manifest, modules = load_tools_file(args.tools, default_build_dir())
-        embed_manifest(out, manifest)
-        store = ToolStore(default_build_dir() / "store")
-        for wasm in modules.values():
-            store.put(wasm)
-        for spec in manifest.tools:
-            print(f"tool {spec.name}: {spec.sha256[:16]}… memory {spec.memory_bytes >> 20} MiB, fuel {spec.fuel}"
-                  f"{', private' if spec.private else ''}")
+    wasm = out.read_bytes()
+    for spec in manifest_of(hashlib.sha256(wasm).hexdigest(), wasm).tools:
+        print(f"tool {spec.name}: {spec.sha256[:16]}… memory {spec.memory_bytes >> 20} MiB, fuel {spec.fuel}"
+              f"{', private' if spec.private else ''}")
     print(f"built {out} ({out.stat().st_size} bytes)")
     return 0
 
@@ -225,6 +223,8 @@ def _run(args: argparse.Namespace) -> int:
             "env": dict(_env(args.env)),
             "dir": str(args.dir.resolve()) if args.dir else None,
             "tools": [str(t.resolve()) for t in args.tool],
+            "privacy": args.privacy,
+            "policy": args.policy,
         }, timeout=None)
         return _print_outcomes([_Remote(o) for o in result["agents"]], args.json)
 
@@ -297,11 +297,13 @@ def _agents(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table(title="agents")
-    for column in ("agent", "parent", "status", "host calls", "exit", "error"):
+    for column in ("agent", "parent", "status", "privacy", "host calls", "exit", "moved to (placement history)", "error"):
         table.add_column(column)
     for row in rows:
-        table.add_row(str(row["agent_id"]), str(row.get("parent_id") or ""), str(row["status"]), str(row["host_calls"]),
-                      "" if row.get("exit_code") is None else str(row["exit_code"]), str(row.get("error") or ""))
+        moves = " → ".join(p["peer"][-6:] for p in row.get("placements", [])) or "-"
+        table.add_row(str(row["agent_id"]), str(row.get("parent_id") or ""), str(row["status"]), str(row.get("privacy", "")),
+                      str(row["host_calls"]), "" if row.get("exit_code") is None else str(row["exit_code"]), moves,
+                      str(row.get("error") or ""))
     Console().print(table)
     return 0
 

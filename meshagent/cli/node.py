@@ -62,6 +62,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_trusted)
 
+    p = sub.add_parser("auctions", help="placement decisions this node made: bids, winner and why")
+    add_data_dir(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_auctions)
+
     p = sub.add_parser("leave", help="stop the node cleanly")
     add_data_dir(p)
     p.add_argument("--json", action="store_true")
@@ -209,4 +214,22 @@ def cmd_trusted(args: argparse.Namespace) -> int:
     for d in devices:
         table.add_row(d["name"], d["peer_id"], time.strftime("%Y-%m-%d %H:%M", time.localtime(d["paired_at"])))
     Console().print(table)
+    return 0
+
+
+def cmd_auctions(args: argparse.Namespace) -> int:
+    result = _call(args, "auctions")
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    table = Table(title="auctions (newest last)")
+    for col in ("agent", "step", "needs", "privacy", "trigger", "bids (peer: s, price)", "winner", "why", "ms"):
+        table.add_column(col)
+    for a in result["auctions"]:
+        bids = "\n".join(f"{b['bidder'][-6:]}: {b['total_s']:.2f}, {b['price']:.4f}" for b in a["bids"]) or "-"
+        table.add_row(a["agent_id"][:8], "" if a.get("step") is None else str(a["step"] + 1), a["requirement"] or "any",
+                      a["privacy"], a.get("trigger", ""), bids, (a["winner"] or "-")[-6:], a["reason"], f"{a['decision_ms']:.0f}")
+    Console().print(table)
+    if result["reputation"]:
+        Console().print("reliability factors: " + ", ".join(f"{p[-6:]} {f:.2f}" for p, f in result["reputation"].items()))
     return 0

@@ -19,7 +19,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("migrate", help="hand an agent over to a peer (sealed for it alone, exactly once)")
     add_data_dir(p)
     p.add_argument("agent", help="agent id")
-    p.add_argument("--to", required=True, metavar="PEER", help="peer id of the receiving node")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--to", metavar="PEER", help="peer id of the receiving node")
+    target.add_argument("--auction", action="store_true", help="auction the agent's next LLM step among the peers")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_migrate)
 
@@ -56,6 +58,12 @@ def _call(args: argparse.Namespace, op: str, params: dict[str, Any]) -> dict[str
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    if args.auction:
+        from meshagent.node.control import call
+
+        result = call(data_dir_of(args), "migrate_auction", {"agent": args.agent})
+        print(json.dumps(result) if args.json else f"{args.agent}: its next LLM step will be auctioned")
+        return 0
     result = _call(args, "migrate", {"agent": args.agent, "to": args.to})
     if args.json:
         print(json.dumps(result))
