@@ -3,6 +3,10 @@
 Output is a stripped, optimised wasm32-wasi module (command style, or
 reactor style with ``reactor=True``). :func:`build_cached` keys the output
 by the sha256 of the sources, the header and the flags.
+
+An agent ``NAME.c`` with a ``NAME.tools.toml`` beside it declares WASI tools:
+the build embeds that manifest in the module (see
+:mod:`meshagent.runtime.tools.manifest_file`), as ``--tools FILE`` does.
 """
 
 from __future__ import annotations
@@ -15,9 +19,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
-from meshagent.errors import BuildError
+from meshagent.errors import BuildError, MeshError
 
-__all__ = ["AGENTS_DIR", "HEADER", "build_agent", "build_cached", "example_source"]
+__all__ = ["AGENTS_DIR", "HEADER", "build_agent", "build_cached", "example_source", "tools_file_of"]
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +45,17 @@ def _command(sources: Sequence[Path], output: Path, reactor: bool, flags: Sequen
     return [*cmd, *flags, *map(str, sources), "-o", str(output)]
 
 
-def build_agent(sources: Sequence[Path] | Path, output: Path, *, reactor: bool = False, flags: Sequence[str] = ()) -> Path:
-    """Compile C sources into ``output``; raise :class:`BuildError` with the compiler's message."""
+def tools_file_of(source: Path) -> Path | None:
+    """``NAME.tools.toml`` beside ``NAME.c``, if there is one."""
+    path = source.with_name(f"{source.stem}.tools.toml")
+    return path if path.is_file() else None
+
+
+def build_agent(sources: Sequence[Path] | Path, output: Path, *, reactor: bool = False, flags: Sequence[str] = (),
+                tools: Path | None = None) -> Path:
+    """Compile C sources into ``output``; raise :class:`BuildError` with the compiler's message.
+
+    ``tools`` (default: the first source's ``NAME.tools.toml``) declares the agent's WASI tools."""
     srcs = [sources] if isinstance(sources, Path) else list(sources)
     for src in srcs:
         if not src.is_file():
@@ -61,13 +74,29 @@ def build_agent(sources: Sequence[Path] | Path, output: Path, *, reactor: bool =
         if "No module named ziglang" in message:
             raise BuildError("cannot run zig: install the 'ziglang' package (pip install ziglang)")
         raise BuildError(f"compiling {', '.join(map(str, srcs))} failed:\n{message}")
+    tools = tools or tools_file_of(srcs[0])
+    if tools is not None:
+        from meshagent.runtime.tools.manifest_file import embed_manifest, load_tools_file
+        from meshagent.runtime.tools.store import ToolStore, default_build_dir
+
+        try:
+            manifest, modules = load_tools_file(tools, default_build_dir())
+        except MeshError as exc:
+            raise BuildError(f"{tools}: {exc}") from exc
+        embed_manifest(output, manifest)
+        store = ToolStore(default_build_dir() / "store")
+        for wasm in modules.values():
+            store.put(wasm)
     return output
 
 
 def build_cached(source: Path, cache_dir: Path, *, reactor: bool = False, flags: Sequence[str] = ()) -> Path:
     """Build ``source`` into ``cache_dir`` unless an identical build is already there."""
     h = hashlib.sha256()
-    for part in (source.read_bytes(), HEADER.read_bytes(), repr((reactor, tuple(flags))).encode()):
+    extra: list[bytes] = []
+    if (tools := tools_file_of(source)) is not None:  # the manifest pins the tools' hashes: rebuild when they change
+        extra = [tools.read_bytes(), *(p.read_bytes() for p in sorted((AGENTS_DIR / "tools").glob("*.c")))]
+    for part in (source.read_bytes(), HEADER.read_bytes(), repr((reactor, tuple(flags))).encode(), *extra):
         h.update(hashlib.sha256(part).digest())
     output = cache_dir / f"{source.stem}-{h.hexdigest()[:16]}.wasm"
     if output.is_file():

@@ -14,10 +14,10 @@ from meshagent.runtime.build import build_cached
 from meshagent.runtime.modules import ModuleCache, sha256_hex
 from meshagent.runtime.sandbox import Agent
 from meshagent.runtime.snapshot import AgentSnapshot
-from meshagent.runtime.tools.runtime import ToolRuntime
+from meshagent.runtime.tools.runtime import ToolRuntime, manifest_of
 from meshagent.runtime.tools.sections import with_custom_section
 from meshagent.runtime.tools.spec import MANIFEST_SECTION, ToolManifest, ToolSpec
-from meshagent.runtime.tools.store import TOOL_FLAGS, shipped_tool
+from meshagent.runtime.tools.store import TOOL_FLAGS, ToolStore, resolve_tools, shipped_tool
 from meshagent.runtime.vfs import VirtualFs
 from tests.runtime.conftest import BUILD_CACHE, PROGRAMS
 from tests.runtime.fakes import ScriptedLlm
@@ -214,3 +214,24 @@ def test_a_missing_tool_module_is_an_error_result(modules: ModuleCache, limits: 
                   limits=limits, tools=fresh_node())
     (got,) = answers(agent.run().stdout)
     assert got["ok"] is False and "not available on this node" in str(got["error"])
+
+
+def test_code_review_uses_the_tools(build: Callable[[str], Path], modules: ModuleCache, limits: SandboxLimits,
+                                    project_dir: Path) -> None:
+    (project_dir / "src" / "bad.c").write_text('#include <string.h>\nvoid f(char *s) {\n  char b[4];\n  strcpy(b, s);\n')
+    wasm = build("code_review").read_bytes()
+    tools = resolve_tools(manifest_of(sha256_hex(wasm), wasm), ToolStore(), build_dir=BUILD_CACHE)  # as a launch does
+    snap = dataclasses.replace(new_snapshot(modules, wasm), vfs=VirtualFs.from_directory(project_dir), tools=tools)
+    services = ScriptedLlm()
+    agent = Agent(snap, modules=modules, services=services, limits=limits, tools=fresh_node())
+    out = agent.run()
+    assert out.status == "exited" and out.exit_code == 0, out.error_message
+    assert [s.name for s in agent.manifest.tools] == ["ccheck"]
+    assert agent.tools.executions == 2 + 5 + 3 + 1  # list, search, a read per file, ccheck per C file, the write
+    bad = next(p for _, p, _ in services.calls if "File src/bad.c" in p)
+    assert "A checker reported:\nsrc/bad.c:4: warning: strcpy() can overflow" in bad
+    assert "src/bad.c:2: error: '{' is never closed\n" in bad
+    assert "Risky lines found by search:\nsrc/bad.c:4:   strcpy(b, s);" in bad
+    review = (agent.fs.get("REVIEW.md") or b"").decode()
+    assert review.startswith("## README.md\n") and "## src/bad.c\n" in review and review.endswith("reviewed 5 file(s)\n")
+    assert out.stdout.decode() == review + "wrote REVIEW.md\n"
