@@ -116,3 +116,16 @@ def test_a_follow_up_turn_continues_the_conversation_kept_on_the_node(client: op
     assert turn2["reused_tokens"] >= turn1["prompt_tokens"] + turn1["completion_tokens"] - 1
     assert turn2["prompt_tokens"] < alone["prompt_tokens"] + turn1["prompt_tokens"]
     assert alone["reused_tokens"] == 0
+
+
+def test_a_follow_up_served_by_a_peer_reuses_the_kv_kept_there(client: openai.OpenAI, mesh: Mesh) -> None:
+    anywhere = {"X-Meshagent-Privacy": "any"}
+    first = [{"role": "user", "content": "Describe a GPU."}]
+    reply = client.chat.completions.create(model="large-chat", messages=first, max_tokens=8, extra_headers=anywhere)
+    follow = [*first, {"role": "assistant", "content": reply.choices[0].message.content}, {"role": "user", "content": "Shorter."}]
+    again = client.chat.completions.create(model="large-chat", messages=follow, max_tokens=8, extra_headers=anywhere)
+    assert again.model_extra["meshagent"]["node"] == mesh.gpu.peer_id
+    steps = {s["agent_id"]: s for s in mesh.gpu.call("steps")["steps"]}
+    turn1, turn2 = (steps[r.model_extra["meshagent"]["agent_id"]] for r in (reply, again))
+    assert turn1["reused_tokens"] == 0
+    assert turn2["reused_tokens"] >= turn1["prompt_tokens"] + turn1["completion_tokens"] - 1

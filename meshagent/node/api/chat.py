@@ -21,6 +21,7 @@ from meshagent.errors import BuildError
 from meshagent.node.agents import NodeAgents
 from meshagent.node.api.chat_request import ChatRequest, llm_options, render_prompt
 from meshagent.node.api.errors import ApiError
+from meshagent.node.placement import PlacementService
 from meshagent.node.snapshots import AgentMeta
 from meshagent.runtime.build import AGENTS_DIR, build_cached
 from meshagent.runtime.ids import new_agent_id
@@ -50,8 +51,9 @@ class ChatReply:
 class ChatAgents:
     """Builds the chat agent once (cached in the data dir) and runs one per request."""
 
-    def __init__(self, agents: NodeAgents, peer_id: str, cache_dir: Path) -> None:
+    def __init__(self, agents: NodeAgents, placement: PlacementService, peer_id: str, cache_dir: Path) -> None:
         self._agents = agents
+        self._placement = placement
         self._peer_id = peer_id
         self._cache_dir = cache_dir
         self._wasm: bytes | None = None
@@ -91,14 +93,23 @@ class ChatAgents:
                  request.model, agent_id, request.privacy, request.policy)
         return agent_id
 
+    def ran_on(self, agent_id: str) -> str:
+        """The node that ran the agent's step: the winner of its last auction, else this node.
+
+        (Its result can arrive before the move is recorded in the placements table,
+        but never before the auction that sent it away.)"""
+        for record in reversed(self._placement.history):
+            if record["agent_id"] == agent_id and record["winner"]:
+                return str(record["winner"])
+        return self._peer_id
+
     async def finish(self, agent_id: str) -> ChatReply:
         """Wait for the agent's outcome wherever it ran; a failed agent is a 502 with its error."""
         result: dict[str, Any] = await self._agents.wait_result(agent_id)
         if result["status"] != "exited" or result["exit_code"] != 0:
             why = result.get("error") or result.get("stderr", "").strip() or f"status {result['status']}"
             raise ApiError(502, f"the chat agent {agent_id} failed: {why}", type="mesh_error", code="agent_failed")
-        placements = await trio.to_thread.run_sync(self._agents.placements, agent_id)
-        node = placements[-1]["peer"] if placements else self._peer_id
+        node = self.ran_on(agent_id)
         step = next((s for s in reversed(self._agents.services.steps) if s.agent_id == agent_id), None)
         return ChatReply(
             text=result["stdout"],

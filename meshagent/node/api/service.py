@@ -50,7 +50,7 @@ class ApiService:
         self._config = config
         self._data_dir = data_dir
         self.view = MeshView(membership, placement, agents, peer_id)
-        self.chat = ChatAgents(agents, peer_id, data_dir / "cache" / "agents")
+        self.chat = ChatAgents(agents, placement, peer_id, data_dir / "cache" / "agents")
         self.url = ""
         self.auth = not is_loopback(config.bind)
 
