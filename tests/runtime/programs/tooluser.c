@@ -7,6 +7,7 @@
  * cat:PATH    print a file read through WASI (sees the tools' writes)
  * put:PATH:T  write T to a file through WASI (fopen "w")
  * llm:PROMPT  one mesh_llm call (a place where a test can suspend the agent)
+ * opt:OPTS    mesh_llm_options(OPTS), e.g. opt:model=size>=large
  * cp:LABEL    mesh_checkpoint(LABEL); later "0?" ops run only when it returned 0
  * rb:LABEL    mesh_rollback(LABEL), only when that checkpoint returned 0
  * 0?OP        OP, only before the first rollback */
@@ -58,6 +59,8 @@ int main(int argc, char **argv) {
             fputs(colon + 1, f);
             fclose(f);
             printf("put %s: ok\n", path);
+        } else if (strncmp(a, "opt:", 4) == 0) {
+            printf("options %d\n", mesh_llm_options(a + 4, (int32_t)strlen(a + 4)));
         } else if (strncmp(a, "llm:", 4) == 0) {
             char out[256];
             int n = mesh_llm(a + 4, (int32_t)strlen(a + 4), out, sizeof out);
