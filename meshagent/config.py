@@ -36,7 +36,7 @@ DEFAULT_PORT: Final = 4737
 """Default libp2p TCP port; the next free port is used when it is taken."""
 
 DEFAULT_API_PORT: Final = 4780
-"""Default port of the OpenAI-compatible API and dashboard; the next free port is used when it is taken."""
+"""Default port of the OpenAI-compatible API and dashboard; when it is taken one of the next 20, else any free port."""
 
 PROFILES: Final = ("phone", "pi", "laptop", "gpu", "cloud")
 
@@ -114,7 +114,7 @@ class ApiConfig:
     bind: str = "127.0.0.1"
     """Address to listen on; anything but loopback requires a bearer token."""
     port: int = DEFAULT_API_PORT
-    """TCP port (0 = any free port); when taken, the next free port is used."""
+    """TCP port (0 = any free port); when taken, one of the next 20, else any free port."""
     token: str = ""
     """Bearer token for non-loopback binds; empty = generated into ``<data dir>/api.token`` (mode 0600)."""
 

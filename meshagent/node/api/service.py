@@ -3,7 +3,7 @@
 One starlette app carries the OpenAI-compatible API (``/v1/...``) and the
 dashboard (``/``, ``/api/...``). It listens on ``[api] bind`` (loopback by
 default); binding anywhere else turns on bearer-token authentication. When
-``[api] port`` is taken the next free port is used, as for libp2p; the URL in
+``[api] port`` is taken one of the next 20 is used (then any free port); the URL in
 use is logged, written to ``<data dir>/api.url`` and returned by the control
 op ``api``.
 """
@@ -67,10 +67,11 @@ class ApiService:
         return {"api": api}
 
     def _listen(self) -> socket.socket:
-        """Bind ``[api] bind`` on the configured port, or the next free one (hypercorn then owns the socket)."""
+        """Bind ``[api] bind`` on the configured port, or one of the next ones, else any free port
+        (many nodes on one machine must all start); hypercorn then owns the socket."""
         bind = self._config.bind.strip("[]")
         family = socket.AF_INET6 if ":" in bind else socket.AF_INET
-        ports = [0] if self._config.port == 0 else range(self._config.port, self._config.port + _PORT_TRIES)
+        ports = [0] if self._config.port == 0 else [*range(self._config.port, self._config.port + _PORT_TRIES), 0]
         for port in ports:
             sock = socket.socket(family, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -82,8 +83,7 @@ class ApiService:
                 if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
                     raise ConfigError(f"[api] bind = {self._config.bind!r}: {exc.strerror}") from exc
                 log.debug("API port %d unavailable: %s", port, exc)
-        raise ConfigError(f"no free port for the API in {self._config.port}..{self._config.port + _PORT_TRIES - 1} "
-                          f"on {self._config.bind}")
+        raise ConfigError(f"no free port for the API on {self._config.bind}")
 
     def _hypercorn(self, sock: socket.socket) -> HypercornConfig:
         hc = HypercornConfig()
