@@ -235,3 +235,15 @@ def test_code_review_uses_the_tools(build: Callable[[str], Path], modules: Modul
     review = (agent.fs.get("REVIEW.md") or b"").decode()
     assert review.startswith("## README.md\n") and "## src/bad.c\n" in review and review.endswith("reviewed 5 file(s)\n")
     assert out.stdout.decode() == review + "wrote REVIEW.md\n"
+
+
+def test_bench_tools_reports_the_issue_figures() -> None:
+    import argparse
+
+    from meshagent.bench.tools import run
+
+    figures = run(argparse.Namespace(calls=40, repeat=5))
+    for key in ("host_call_us_p50", "wasi_tool_cold_ms", "wasi_tool_warm_ms_p50", "journal_bytes_per_call",
+                "baseline_wasi_call_us_p50", "baseline_spawn_ms_p50"):
+        assert figures[key] > 0, key
+    assert figures["journal_bytes_per_call"] < 200  # one small entry per echo call, no hidden copies
