@@ -142,6 +142,10 @@ class CallForBids:
     """Context tokens the KV cache does not cover yet (new tool output): prefilled even with the KV."""
     kv_bytes: int = 0
     """Size of that KV cache; a bidder holding the model adds it to the transfer, or recomputes if cheaper."""
+    tool_memory_bytes: int = 0
+    """The largest sandbox memory one of the agent's WASI tools needs (its manifest): a bidder must allow it."""
+    tool_fuel: int = 0
+    """The largest fuel budget one of the agent's WASI tools needs."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,6 +334,10 @@ class BidderContext:
     """A model for which this node still holds a KV prefix of the agent's context (it hosted the agent before)."""
     cached_tokens: int = 0
     """How many leading context tokens that cache covers: only the rest needs prefilling here."""
+    tool_memory_bytes: int = 1 << 30
+    """The most memory this node lets one WASI tool sandbox use."""
+    tool_fuel: int = 100_000_000_000
+    """The most fuel this node lets one WASI tool run use."""
 
 
 def uses_kv(call: CallForBids, model: ModelAd, ctx: BidderContext, *, staying: bool) -> bool:
@@ -400,6 +408,8 @@ def make_bid(
         return decline(f"privacy: may not take a {call.privacy} step")
     if not staying and ctx.on_battery and (ctx.battery_percent or 0.0) < ctx.accept_on_battery_below:
         return decline("on battery")
+    if call.tool_memory_bytes > ctx.tool_memory_bytes or call.tool_fuel > ctx.tool_fuel:
+        return decline(f"tools: cannot give a tool {call.tool_memory_bytes} bytes of memory and {call.tool_fuel} fuel")
     model = best_model(ctx.models, ModelRequirement(call.requirement))
     if model is None:
         return decline(f"no model for {call.requirement or 'an LLM'}")
