@@ -51,6 +51,7 @@ from meshagent.runtime.modules import ModuleCache, engine_for
 from meshagent.runtime.outcome import Outcome
 from meshagent.runtime.services import LlmOptions, Suspend
 from meshagent.runtime.tools.runtime import ToolRuntime
+from meshagent.runtime.tools.spec import ToolNeeds
 from meshagent.runtime.vfs import VirtualFs
 
 __all__ = ["RESULT_PROTOCOL", "NodeAgents", "stricter"]
@@ -179,10 +180,19 @@ class NodeAgents:
     def _owner_device(self, owner: str) -> bool:
         return owner == self._host.peer_id or owner in self._trust
 
+    def _tool_needs(self, agent_id: str) -> ToolNeeds:
+        """What the agent's declared WASI tools need from the node that hosts it."""
+        return self.manager.agent(agent_id).manifest.needs() if self.manager.is_known(agent_id) else ToolNeeds()
+
+    def _step_privacy(self, agent_id: str, meta: AgentMeta, options: LlmOptions) -> str:
+        """The step's privacy class; an agent that declares a private tool stays on its owner's devices."""
+        privacy = stricter(meta.privacy, options.privacy)
+        return stricter(privacy, "private") if self._tool_needs(agent_id).private else privacy
+
     def _trigger(self, agent_id: str, options: LlmOptions, local: ModelAd | None) -> str | None:
         """Why this step should be auctioned, or None to run it here."""
         meta = self.meta(agent_id)
-        privacy = stricter(meta.privacy, options.privacy)
+        privacy = self._step_privacy(agent_id, meta, options)
         if agent_id in self._forced:
             return "explicit request (migrate --auction)"
         if local is None:
@@ -200,12 +210,15 @@ class NodeAgents:
             return
         assert self._token is not None
         meta = self.meta(agent_id)
+        needs = self._tool_needs(agent_id)
         request = StepRequest(
             agent_id=agent_id,
             requirement=options.model,
             context_tokens=prompt_tokens,
             output_tokens=options.max_tokens,
-            privacy=stricter(meta.privacy, options.privacy),
+            privacy=self._step_privacy(agent_id, meta, options),
+            tool_memory_bytes=needs.memory_bytes,
+            tool_fuel=needs.fuel,
             policy=meta.policy,
             owner=meta.owner,
         )

@@ -79,6 +79,10 @@ class StepRequest:
     deadline_s: float | None = None
     owner: str = ""
     """The owner's device (default: this node)."""
+    tool_memory_bytes: int = 0
+    """The agent's WASI tools need sandboxes this large (from its manifest)..."""
+    tool_fuel: int = 0
+    """...and this much fuel: bidders that cannot host them decline."""
 
 
 @dataclass(slots=True)
@@ -163,6 +167,8 @@ class PlacementService:
             rtt_s=rtt_s,
             on_battery=me.hardware.on_battery,
             battery_percent=me.hardware.battery_percent,
+            tool_memory_bytes=self._config.sandbox.memory_bytes,
+            tool_fuel=self._config.sandbox.fuel,
         )
 
     # --- bidder side -------------------------------------------------------------
@@ -280,6 +286,8 @@ class PlacementService:
             deadline_s=step.deadline_s,
             kv_model_sha256=step.kv_model_sha256,
             max_price=step.max_price,
+            tool_memory_bytes=step.tool_memory_bytes,
+            tool_fuel=step.tool_fuel,
         )
         owner_devices = self._owner_devices(owner)
         on_link = frozenset(p for p in self._members.table if self.on_link(p))
