@@ -73,9 +73,9 @@ def test_a_model_only_a_peer_holds_is_served_through_that_peer(client: openai.Op
 def test_a_private_request_never_leaves_the_owners_devices(client: openai.OpenAI, mesh: Mesh) -> None:
     with pytest.raises(openai.APIStatusError) as info:
         client.chat.completions.create(model="large-chat", messages=HELLO, max_tokens=8)  # privacy defaults to private
-    assert info.value.status_code == 502
+    assert info.value.status_code == 503
     error = info.value.body
-    assert error["code"] == "agent_failed" and "no peer can run this step" in error["message"]
+    assert error["code"] == "no_eligible_node" and "X-Meshagent-Privacy" in error["message"]
     assert not [s for s in mesh.gpu.call("steps")["steps"] if s["privacy"] == "private"]
 
 
@@ -91,6 +91,9 @@ def test_invalid_requests_get_openai_error_objects(client: openai.OpenAI, mesh: 
     with pytest.raises(openai.BadRequestError) as privacy:
         client.chat.completions.create(model="small-chat", messages=HELLO, extra_headers={"X-Meshagent-Privacy": "public"})
     assert privacy.value.body["param"] == "privacy"
+    with pytest.raises(openai.BadRequestError) as too_long:  # 4096-token context, byte-level vocabulary
+        client.chat.completions.create(model="small-chat", messages=[{"role": "user", "content": "word " * 1000}])
+    assert too_long.value.body["code"] == "context_length_exceeded"
 
     for path, body in (("/v1/chat/completions", b"{not json"), ("/v1/nowhere", b"{}")):
         request = urllib.request.Request(mesh.url + path, body, {"content-type": "application/json"})

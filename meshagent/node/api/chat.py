@@ -104,11 +104,11 @@ class ChatAgents:
         return self._peer_id
 
     async def finish(self, agent_id: str) -> ChatReply:
-        """Wait for the agent's outcome wherever it ran; a failed agent is a 502 with its error."""
+        """Wait for the agent's outcome wherever it ran; a failed agent is an :class:`ApiError` with its error."""
         result: dict[str, Any] = await self._agents.wait_result(agent_id)
         if result["status"] != "exited" or result["exit_code"] != 0:
             why = result.get("error") or result.get("stderr", "").strip() or f"status {result['status']}"
-            raise ApiError(502, f"the chat agent {agent_id} failed: {why}", type="mesh_error", code="agent_failed")
+            raise _failure(agent_id, str(why))
         node = self.ran_on(agent_id)
         step = next((s for s in reversed(self._agents.services.steps) if s.agent_id == agent_id), None)
         return ChatReply(
@@ -118,3 +118,16 @@ class ChatAgents:
             prompt_tokens=None if step is None else step.prompt_tokens,
             completion_tokens=None if step is None else step.completion_tokens,
         )
+
+
+def _failure(agent_id: str, why: str) -> ApiError:
+    """The API error for a failed chat agent. Its error crosses the sandbox and the results relay as
+    ``"ErrorClass: message"`` text, so the class name is what tells the cases apart."""
+    if why.startswith("ContextOverflow:"):
+        return ApiError(400, f"the conversation is too long for the model: {why.split(':', 1)[1].strip()}",
+                        param="messages", code="context_length_exceeded")
+    if why.startswith("AgentError: no peer can run this step"):
+        return ApiError(503, f"no node that this request's privacy class allows can run the step ({why}); pair a device "
+                        "that holds the model (meshagent pair), or allow more with X-Meshagent-Privacy: lan or any",
+                        type="mesh_error", code="no_eligible_node")
+    return ApiError(502, f"the chat agent {agent_id} failed: {why}", type="mesh_error", code="agent_failed")
