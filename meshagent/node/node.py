@@ -30,6 +30,7 @@ from meshagent.node.hardware import emulate_profile, probe_hardware
 from meshagent.node.identity import DataDirLock, Identity, ensure_private_dir, load_or_create_identity
 from meshagent.node.membership import Membership
 from meshagent.node.agents import NodeAgents
+from meshagent.node.api import ApiService
 from meshagent.node.handoff import HandoffManager, peers_from_membership
 from meshagent.node.mesh import MeshService
 from meshagent.node.models import NodeModels
@@ -258,6 +259,8 @@ class Node:
                     admit=self.drain.admit,
                 )
                 self.agents.handoff = self.handoff
+                api = ApiService(self.config.api, self.data_dir, membership=self.membership, placement=self.placement,
+                                 agents=self.agents, peer_id=self.identity.peer_id)
                 control = ControlServer(
                     self.data_dir,
                     {
@@ -269,6 +272,7 @@ class Node:
                         **self.agents.handlers(),
                         **self.handoff.handlers(),
                         "rtt_probe": self._op_rtt_probe,
+                        **api.handlers(),
                     },
                 )
                 async with trio.open_nursery() as nursery:
@@ -276,6 +280,7 @@ class Node:
                     await nursery.start(self.mesh.run)
                     await nursery.start(self.agents.run)
                     await nursery.start(self.handoff.run)
+                    await nursery.start(api.run)
                     if self._handle_signals:
                         nursery.start_soon(self._watch_signals)
                     nursery.start_soon(self.node_models.self_benchmark)

@@ -2,8 +2,8 @@
 
 Streaming: the chat agent's reply reaches the node when its LLM step has
 finished (the sandbox journals each host call whole), so a streamed response
-sends the role chunk at once and then the final text in word-sized chunks,
-not token by token.
+sends the role chunk at once, an SSE comment every 15 s while the agent runs,
+then the final text in word-sized chunks: not token by token.
 """
 
 from __future__ import annotations
@@ -24,10 +24,11 @@ from meshagent.node.api.chat_request import ChatRequest, parse_chat_request
 from meshagent.node.api.errors import ApiError, error_body
 from meshagent.node.api.mesh_view import MeshView
 
-__all__ = ["openai_routes", "MAX_BODY_BYTES", "REQUEST_TIMEOUT_S"]
+__all__ = ["openai_routes", "MAX_BODY_BYTES", "REQUEST_TIMEOUT_S", "KEEPALIVE_S"]
 
 MAX_BODY_BYTES: Final = 4 << 20
 REQUEST_TIMEOUT_S: Final = 600.0
+KEEPALIVE_S: Final = 15.0
 _PIECES: Final = re.compile(r"\s*\S+\s*|\s+")
 
 
@@ -115,9 +116,13 @@ def openai_routes(view: MeshView, chat: ChatAgents) -> list[Route]:
 
         yield _sse(chunk({"role": "assistant", "content": ""}))
         reply: ChatReply | None = None
+        deadline = trio.current_time() + REQUEST_TIMEOUT_S
         try:
-            with trio.move_on_after(REQUEST_TIMEOUT_S):
-                reply = await chat.finish(agent_id)
+            while reply is None and trio.current_time() < deadline:
+                with trio.move_on_after(min(KEEPALIVE_S, max(0.0, deadline - trio.current_time()))):
+                    reply = await chat.finish(agent_id)
+                if reply is None:
+                    yield b": the agent is still running\n\n"  # an SSE comment: keeps proxies from closing
         except ApiError as exc:
             yield _sse(error_body(exc.message, type=exc.type, param=exc.param, code=exc.code))
             return
