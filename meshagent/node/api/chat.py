@@ -64,7 +64,8 @@ class ChatAgents:
         async with self._lock:
             if self._wasm is None:
                 try:
-                    path = await trio.to_thread.run_sync(build_cached, CHAT_SOURCE, self._cache_dir)
+                    # zig can wait minutes for its cache lock on a busy machine: never hold up the node's exit.
+                    path = await trio.to_thread.run_sync(build_cached, CHAT_SOURCE, self._cache_dir, abandon_on_cancel=True)
                 except BuildError as exc:
                     raise ApiError(503, f"cannot build the chat agent: {exc}", type="server_error",
                                    code="chat_agent_unavailable") from exc
