@@ -14,12 +14,12 @@ from typing import Any, Final
 
 import trio
 
+from meshagent.errors import LocalProtocolError
 from meshagent.node.agents import NodeAgents
 from meshagent.node.membership import Membership
 from meshagent.node.placement import PlacementService
 from meshagent.protocol.advert import Advert, ModelAd
 from meshagent.protocol.auction import ModelRequirement, best_model
-from meshagent.errors import LocalProtocolError
 
 __all__ = ["MeshView"]
 
