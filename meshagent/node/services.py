@@ -137,6 +137,8 @@ class NodeServices:
         self._conversations: dict[tuple[str, str], _Conversation] = {}
         self._seen: dict[str, int] = {}
         """LLM steps (replayed or live) this incarnation of each agent has made."""
+        self._history: dict[str, list[tuple[str | None, str, str, LlmOptions]]] = {}
+        """Per agent, each LLM step in order: (model here or None, prompt, answer, options) — for rollbacks."""
         self.steps: deque[StepRecord] = deque(maxlen=1000)
         self._node_tools = NodeTools()
         self._retired: deque[tuple[str, SessionId, str]] = deque()
@@ -181,6 +183,7 @@ class NodeServices:
         start = time.perf_counter()
         generation = engine.generate(session, sent, gen_options)
         conv.text += prompt + generation.text
+        self._remember(agent_id, index, (local.name, prompt, generation.text, options))
         elapsed = time.perf_counter() - start
         speed = self._models.speed
         if speed < 1.0:
@@ -249,11 +252,40 @@ class NodeServices:
         index = self._next_step(agent_id)
         steps = self._step_log.get(agent_id)
         local = self._by_sha(steps[index]) if index < len(steps) else None
+        self._remember(agent_id, index, (local.name if local is not None else None, prompt, answer, options))
         if local is None:
             return  # that step ran on a model this node does not hold
         conv = self._conversation(agent_id, local.name)
         if not conv.live:
             conv.replayed.append((prompt, answer, options))
+
+    def _remember(self, agent_id: str, index: int, step: tuple[str | None, str, str, LlmOptions]) -> None:
+        with self._lock:
+            history = self._history.setdefault(agent_id, [])
+            del history[index:]
+            history.append(step)
+
+    def rolled_back(self, agent_id: str, llm_steps: int) -> None:
+        """RollbackAware: the agent rolled back to its first ``llm_steps`` steps; so do its conversations.
+
+        Each conversation is dropped and rebuilt, at the next live step, from the steps that remain —
+        exactly what a node that receives the agent does — so the answers after a rollback do not
+        depend on discarded steps, and are the same here and after a move.
+        """
+        with self._lock:
+            history = self._history.get(agent_id, [])[:llm_steps]
+            self._history[agent_id] = history
+            self._seen[agent_id] = min(self._seen.get(agent_id, 0), llm_steps)
+            models = [model for (a, model) in self._conversations if a == agent_id]
+            for model in models:
+                self._conversations[(agent_id, model)] = _Conversation(
+                    replayed=[(p, ans, o) for m, p, ans, o in history if m == model])
+        for model in models:
+            try:
+                self._models.registry.llm(model).drop(session_of(agent_id, model))
+            except InferenceError:
+                pass
+        self._step_log.set(agent_id, self._step_log.get(agent_id)[:llm_steps])
 
     def embed(self, agent_id: str, text: str) -> Sequence[float]:
         try:
@@ -302,6 +334,7 @@ class NodeServices:
         engine session stays (retired for prefix reuse)."""
         with self._lock:
             self._seen.pop(agent_id, None)
+            self._history.pop(agent_id, None)
             keys = [k for k in self._conversations if k[0] == agent_id]
             for k in keys:
                 del self._conversations[k]

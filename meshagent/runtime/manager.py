@@ -32,7 +32,7 @@ from meshagent.runtime.journal import Entry, Journal
 from meshagent.runtime.modules import LoadedModule, ModuleCache
 from meshagent.runtime.outcome import Outcome
 from meshagent.runtime.sandbox import KNOWN_IMPORTS, Agent
-from meshagent.runtime.services import HostServices, Suspend, World
+from meshagent.runtime.services import HostServices, RollbackAware, Suspend, World
 from meshagent.runtime.snapshot import AgentSnapshot
 from meshagent.runtime.tools.runtime import ToolRuntime, default_tool_runtime, manifest_of
 from meshagent.runtime.tools.store import default_build_dir, resolve_tools
@@ -281,6 +281,11 @@ class AgentManager:
     def truncated(self, agent: Agent, length: int) -> None:
         if self._store is not None:
             self._store.truncate(agent.agent_id, length, rollbacks=agent.rollbacks, labels=agent.labels)
+        if isinstance(self._services, RollbackAware):
+            # The conversation forgets the discarded LLM steps too: a replay of this agent on
+            # another node never sees them, so the answers must not depend on them here either.
+            steps = sum(1 for e in agent.journal if e.name == "llm" and e.ret is not None and e.ret >= 0)
+            self._services.rolled_back(agent.agent_id, steps)
 
     # --- queries and control --------------------------------------------------------
 

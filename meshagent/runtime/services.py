@@ -37,6 +37,7 @@ __all__ = [
     "World",
     "RealWorld",
     "ReplayAware",
+    "RollbackAware",
 ]
 
 log = logging.getLogger(__name__)
@@ -178,6 +179,21 @@ class ReplayAware(Protocol):
     """
 
     def llm_replayed(self, agent_id: str, prompt: str, answer: str, options: LlmOptions) -> None: ...
+
+
+@runtime_checkable
+class RollbackAware(Protocol):
+    """Optional: services that keep per-agent conversation state must roll it back with the agent.
+
+    ``mesh_rollback`` discards the journal after a checkpoint, LLM steps included.
+    A conversation (engine session, KV cache) that still held the discarded steps
+    would make the agent's next answers depend on steps that no longer exist —
+    and differ from a replay of the same agent elsewhere, which never sees them.
+    """
+
+    def rolled_back(self, agent_id: str, llm_steps: int) -> None:
+        """The agent now has only its first ``llm_steps`` LLM steps."""
+        ...
 
 
 class NoServices:

@@ -227,3 +227,29 @@ def test_sigkill_receiver_mid_handoff_of_a_real_agent(pair, steps_wasm, trials):
 @pytest.mark.parametrize("trials", [TRIALS, pytest.param(20, marks=pytest.mark.slow)])
 def test_sigkill_sender_mid_handoff_of_a_real_agent(pair, steps_wasm, trials):
     _check(run_trials(pair, steps_wasm, "sender", trials), trials)
+
+
+def test_an_agent_that_rolled_back_resumes_with_the_undisturbed_output(tmp_path):
+    """``retry`` rolls its LLM conversation back with mesh_rollback; a SIGKILL and a resume by replay
+    (the same rebuild a receiver does) must give the same answers as a run that was never stopped.
+
+    Found by the chaos runner: the live conversation kept the discarded attempts, a rebuilt one did not.
+    """
+    from meshagent.runtime.build import example_source
+
+    wasm = build_cached(example_source("retry"), ROOT / ".cache" / "agents")
+    write_device_config(tmp_path / "a", "laptop", MODEL_CACHE)
+    a = FixedNode(tmp_path / "a", name="a")
+    try:
+        a.start()
+        run = {"module_path": str(wasm), "args": ["retry"], "privacy": "any"}
+        want = a.call("run", run, timeout=120)["agents"][0]
+        assert want["status"] == "exited" and "attempt" in want["stdout"], want
+        for delay in (0.4, 1.0):
+            aid = a.call("run", {**run, "wait": False})["agent_id"]
+            time.sleep(delay)
+            a.restart()
+            got = a.call("result", {"agent_id": aid, "wait": True}, timeout=120)
+            assert got["stdout"] == want["stdout"], (delay, got)
+    finally:
+        a.stop()
