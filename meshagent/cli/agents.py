@@ -135,6 +135,15 @@ def _parse_run(args: argparse.Namespace) -> argparse.Namespace:
 def _build(args: argparse.Namespace) -> int:
     from meshagent.runtime.build import build_agent
 
+    if args.sources[0].suffix == ".py":
+        from meshagent.sdk.build import build_python_agent
+
+        if len(args.sources) != 1 or args.reactor or args.tools:
+            raise ConfigError("a Python agent is built from one .py file (no --reactor or --tools yet)")
+        out = build_python_agent(args.sources[0], args.output)
+        print(f"built {out} ({out.stat().st_size} bytes, a component with CPython)")
+        return 0
+
     out = build_agent(list(args.sources), args.output, reactor=args.reactor, tools=args.tools)
     from meshagent.runtime.tools.runtime import manifest_of
 
@@ -228,6 +237,7 @@ def _run(args: argparse.Namespace) -> int:
         }, timeout=None)
         return _print_outcomes([_Remote(o) for o in result["agents"]], args.json)
 
+    from meshagent.runtime.components import is_component
     from meshagent.runtime.local import run_local
 
     snapshot_at = snapshot_path = None
@@ -237,7 +247,14 @@ def _run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise ConfigError("--snapshot-at N FILE: N must be an integer") from exc
         snapshot_path = Path(args.snapshot_at[1])
-    result = run_local(
+    runner = run_local
+    if is_component(wasm):
+        from meshagent.runtime.local_component import run_component
+
+        if args.tool:
+            raise ConfigError("Python agents cannot declare WASI tools yet (built-in tools work)")
+        runner = run_component  # type: ignore[assignment]
+    result = runner(
         wasm,
         args=agent_args,
         env=_env(args.env),
@@ -247,7 +264,7 @@ def _run(args: argparse.Namespace) -> int:
         snapshot_at=snapshot_at,
         snapshot_path=snapshot_path,
         cache_dir=_module_cache_dir(),
-        tools=[t.read_bytes() for t in args.tool],
+        **({"tools": [t.read_bytes() for t in args.tool]} if runner is run_local else {}),
     )
     if snapshot_path is not None:
         if result.snapshot_written:
@@ -264,8 +281,18 @@ def _resume(args: argparse.Namespace) -> int:
         data = args.file.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read {args.file}: {exc.strerror}") from exc
-    result = resume_local(data, services=_load_services(args), verify_replay=args.verify_replay,
-                          cache_dir=_module_cache_dir())
+    from meshagent.runtime.bundle import decode_family
+    from meshagent.runtime.components import is_component
+
+    snaps = decode_family(data)
+    if len(snaps) == 1 and is_component(snaps[0].module or b""):
+        from meshagent.runtime.local_component import resume_component
+
+        result = resume_component(snaps[0], services=_load_services(args), verify_replay=args.verify_replay,
+                                  cache_dir=_module_cache_dir())
+    else:
+        result = resume_local(data, services=_load_services(args), verify_replay=args.verify_replay,
+                              cache_dir=_module_cache_dir())
     return _print_outcomes(result.outcomes, args.json)
 
 

@@ -1,0 +1,389 @@
+"""A Python agent (a WebAssembly component) driven by its journal, like :class:`~meshagent.runtime.sandbox.Agent`.
+
+The component imports the ``meshagent:agent/host`` interface (``meshagent/sdk/wit/agent.wit``,
+the calls of ``meshagent.h``) and WASI preview 2. The host interface is journaled exactly
+as for C agents: every call appends an entry, and a replay answers from the journal and
+raises :class:`~meshagent.errors.DivergenceError` when the agent asks for something else.
+
+WASI preview 2 comes from wasmtime, with the interfaces that leak nondeterminism
+*shadowed* by journaled ones: the wall clock and randomness (answered from the journal on
+replay), the environment and arguments (from the snapshot, plus ``PYTHONHASHSEED=0``).
+There are no preopened directories and no sockets: files are reached through tools.
+Stdout and stderr are recomputed by every (re-)execution, like ``fd_write`` for C agents.
+
+Restore = fresh instance + replay, so checkpoint/rollback work as for C agents
+(rollback truncates the journal and re-executes to the checkpoint). Fork and join are
+not implemented for components yet (``fork`` answers -2). Limits: fuel and linear memory.
+Not shadowed: the monotonic clock (use ``time.time()``; ``time.monotonic()`` is live).
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final
+
+import wasmtime
+from wasmtime import component as wc
+
+from meshagent.config import SandboxLimits
+from meshagent.errors import AgentError, AgentTrap, CheckpointNotFound, DivergenceError, JournalError, MeshError
+from meshagent.runtime.components import ComponentCache, LoadedComponent
+from meshagent.runtime.host_state import HostState
+from meshagent.runtime.journal import Entry, Journal, digest
+from meshagent.runtime.mesh_abi import Rollback
+from meshagent.runtime.outcome import Outcome
+from meshagent.runtime.services import HostServices, NoServices, RealWorld, ReplayAware, Suspend, World, parse_llm_options
+from meshagent.runtime.snapshot import AgentSnapshot
+from meshagent.runtime.tools.registry import ToolBox
+from meshagent.runtime.tools.runtime import ToolRuntime, default_tool_runtime
+from meshagent.runtime.tools.spec import ToolManifest, ToolResult
+from meshagent.runtime.traps import map_trap
+from meshagent.runtime.vfs import FileView
+
+__all__ = ["ComponentAgent", "HOST_INTERFACE", "DETERMINISTIC_ENV"]
+
+log = logging.getLogger(__name__)
+
+HOST_INTERFACE: Final = "meshagent:agent/host"
+DETERMINISTIC_ENV: Final = (("PYTHONHASHSEED", "0"), ("PYTHONDONTWRITEBYTECODE", "1"))
+_LEVELS: Final = {0: "debug", 1: "info", 2: "warning", 3: "error"}
+
+
+class _Migrate(Exception):
+    """--verify-replay: abandon this instance and continue from a restored snapshot."""
+
+
+def _instance_named(imports: tuple[str, ...], prefix: str) -> str | None:
+    return next((name for name in imports if name.split("@", 1)[0] == prefix), None)
+
+
+class ComponentAgent:
+    """One component agent: its journal and, while it runs, its wasmtime Store."""
+
+    def __init__(
+        self,
+        snapshot: AgentSnapshot,
+        *,
+        components: ComponentCache,
+        services: HostServices | None = None,
+        limits: SandboxLimits | None = None,
+        verify_replay: bool = False,
+        world: World | None = None,
+        tools: ToolRuntime | None = None,
+    ) -> None:
+        if snapshot.module is None:
+            raise AgentError("a component agent's snapshot must carry its component bytes")
+        self.limits = limits or SandboxLimits()
+        self.services: HostServices = services or NoServices()
+        self.world: World = world or (services if isinstance(services, World) else RealWorld())
+        self._components = components
+        self.loaded: LoadedComponent = components.load(snapshot.module)
+        if self.loaded.sha256 != snapshot.module_sha256:
+            raise JournalError("the snapshot names another component than the one given")
+        if _instance_named(self.loaded.imports, HOST_INTERFACE) is None:
+            raise AgentError(f"the component does not import {HOST_INTERFACE}: build it with `meshagent build agent.py`")
+        self._verify = verify_replay
+        self.tool_runtime = tools or default_tool_runtime()
+        self.replays = 0
+        self.suspend_at: int | None = None
+        self._suspend_reason: str | None = None
+        self._pending: BaseException | None = None
+        self._load(snapshot)
+        self.tools = ToolBox(agent_id=self.agent_id, manifest=ToolManifest(), carried=dict(snapshot.tools),
+                             modules=self.tool_runtime.modules, store=self.tool_runtime.store, services=self.services)
+
+    def _load(self, snap: AgentSnapshot) -> None:
+        self.agent_id = snap.agent_id
+        self.parent_id = snap.parent_id
+        self.argv = snap.args
+        self.env = snap.env
+        self.vfs = snap.vfs
+        self.carried_tools = dict(snap.tools)
+        self.journal = Journal(list(snap.journal), limit=self.limits.journal_bytes)
+        self.rollbacks = dict(snap.rollbacks)
+        self.labels = dict(snap.labels)
+        self.status = snap.status
+        self.exit_code = snap.exit_code
+        self.error_text = snap.error
+        self.state = HostState()
+        self._pos = 0
+        self._error: MeshError | None = None
+
+    @property
+    def position(self) -> int:
+        return self._pos
+
+    @property
+    def fs(self) -> FileView:
+        return FileView(self.vfs, self.state.written)
+
+    def request_suspend(self, reason: str = "suspended by the node") -> None:
+        self._suspend_reason = reason
+
+    def snapshot(self) -> AgentSnapshot:
+        return AgentSnapshot(
+            agent_id=self.agent_id, parent_id=self.parent_id, module_sha256=self.loaded.sha256, module=self.loaded.wasm,
+            journal=Journal(list(self.journal), limit=self.limits.journal_bytes), args=self.argv, env=self.env,
+            vfs=self.vfs, tools=dict(self.carried_tools), rollbacks=dict(self.rollbacks), labels=dict(self.labels),
+            status=self.status, exit_code=self.exit_code, error=self.error_text,
+        )
+
+    # --- the journal ----------------------------------------------------------------
+
+    def _call(self, name: str, dig: bytes, live: Callable[[], tuple[int, bytes | None]], *, nondet: bool = True
+              ) -> tuple[int, bytes | None]:
+        pos = self._pos
+        if pos < len(self.journal):
+            entry = self.journal[pos]
+            if entry.name != name or entry.digest != dig:
+                what = "with other arguments" if entry.name == name else f"but the journal recorded {entry.name}"
+                raise DivergenceError(
+                    f"replay of agent {self.agent_id} diverged at journal entry {pos}: the agent called {name} {what}; "
+                    "the component, its inputs or the journal differ from the recorded run"
+                )
+            self._pos = pos + 1
+            self.from_journal = True
+            if nondet:
+                return (entry.ret if entry.ret is not None else 0), entry.data
+            ret, data = live()
+            if ret != entry.ret:
+                raise DivergenceError(f"replay of agent {self.agent_id} diverged at journal entry {pos}: {name} returned {ret}")
+            return ret, data
+        self.from_journal = False
+        if self._suspend_reason is not None:
+            raise Suspend(self._suspend_reason)
+        if self.suspend_at is not None and len(self.journal) >= self.suspend_at:
+            self.suspend_at = None
+            raise Suspend(f"suspended at host call {len(self.journal)} as requested")
+        ret, data = live()
+        self.journal.append(Entry(name, dig, ret, data if nondet else None))
+        self._pos = pos + 1
+        if self._verify:
+            raise _Migrate()
+        return ret, data
+
+    # --- host functions ---------------------------------------------------------------
+
+    def _host_functions(self) -> dict[str, Callable[..., Any]]:
+        def llm(store: object, prompt: str) -> str:
+            options = self.state.llm_options
+            dig = digest("llm", prompt.encode(), *[str(x) for x in options.to_wire()])
+            _, data = self._call("llm", dig, lambda: (0, self.services.llm(self.agent_id, prompt, options).encode()))
+            answer = (data or b"").decode("utf-8", "replace")
+            if self.from_journal and isinstance(self.services, ReplayAware):
+                self.services.llm_replayed(self.agent_id, prompt, answer, options)
+            return answer
+
+        def llm_options(store: object, text: str) -> int:
+            def live() -> tuple[int, bytes | None]:
+                parsed = parse_llm_options(text, self.state.llm_options)
+                if parsed is None:
+                    return -1, None
+                self.state.llm_options = parsed
+                return 0, None
+
+            return self._call("llm_options", digest("llm_options", text.encode()), live, nondet=False)[0]
+
+        def checkpoint(store: object, label: str) -> int:
+            raw = label.encode()
+            return self._call("checkpoint", digest("checkpoint", raw), lambda: (self.rollbacks.get(label, 0), raw))[0]
+
+        def rollback(store: object, label: str) -> None:
+            raw = label.encode()
+            for index in range(self._pos - 1, -1, -1):
+                entry = self.journal[index]
+                if entry.name == "checkpoint" and entry.data == raw:
+                    raise Rollback(label, index)
+            raise CheckpointNotFound(f"rollback({label!r}): the agent never reached checkpoint({label!r}) on this path")
+
+        def fork(store: object, n: int) -> int:
+            # Forking component agents needs the manager to run component children: not yet.
+            return self._call("fork", digest("fork", n), lambda: (-2, None), nondet=False)[0]
+
+        def join(store: object, i: int) -> bytes:
+            raise AgentError("join: Python agents cannot fork yet, so there is no child to join")
+
+        def tool(store: object, name: str, args: bytes) -> bytes:
+            raw = bytes(args)
+            dig = digest("tool", name, raw)
+            _, data = self._call("tool", dig, lambda: (0, self.tools.call(name, raw, self.fs).encode()))
+            result = ToolResult.decode(data or b"")
+            fs = self.fs
+            for path, content in result.writes:
+                if content is None:
+                    fs.delete(path)
+                else:
+                    fs.put(path, content)
+            return result.answer
+
+        def embed(store: object, text: str) -> list[float]:
+            def live() -> tuple[int, bytes | None]:
+                vector = self.services.embed(self.agent_id, text)
+                return len(vector), struct.pack(f"<{len(vector)}f", *vector)
+
+            count, data = self._call("embed", digest("embed", text.encode()), live)
+            return list(struct.unpack(f"<{count}f", data or b""))
+
+        def log_(store: object, level: int, msg: str) -> None:
+            def live() -> tuple[int, bytes | None]:
+                self.state.stderr.extend(f"[{_LEVELS.get(level, 'info')}] {msg}\n".encode())
+                return 0, None
+
+            self._call("log", digest("log", level, msg), live, nondet=False)
+
+        return {"llm": llm, "llm-options": llm_options, "checkpoint": checkpoint, "rollback": rollback, "fork": fork,
+                "join": join, "tool": tool, "embed": embed, "log": log_}
+
+    def _wasi_shadows(self) -> dict[str, dict[str, Callable[..., Any]]]:
+        def datetime(nanos: int) -> wc.Record:
+            record = wc.Record()
+            record.seconds, record.nanoseconds = divmod(nanos, 1_000_000_000)  # type: ignore[attr-defined]
+            return record
+
+        def wall_now(store: object) -> wc.Record:
+            _, data = self._call("clock_time_get", digest("clock_time_get", 0),
+                                 lambda: (0, (self.world.now_ns(0, self._pos) & ((1 << 64) - 1)).to_bytes(8, "little")))
+            return datetime(int.from_bytes(data or bytes(8), "little"))
+
+        def random_bytes(store: object, n: int) -> bytes:
+            if n > 1 << 20:
+                raise AgentError("get-random-bytes: at most 1 MiB at a time")
+            _, data = self._call("random_get", digest("random_get", n), lambda: (0, bytes(self.world.random_bytes(n, self._pos))[:n]))
+            return data or b""
+
+        def random_u64(store: object) -> int:
+            return int.from_bytes(random_bytes(store, 8), "little")
+
+        environ = [*self.env, *DETERMINISTIC_ENV]
+        return {
+            "wasi:clocks/wall-clock": {"now": wall_now, "resolution": lambda store: datetime(1000)},
+            "wasi:random/random": {"get-random-bytes": random_bytes, "get-random-u64": random_u64},
+            "wasi:random/insecure": {"get-insecure-random-bytes": random_bytes, "get-insecure-random-u64": random_u64},
+            "wasi:random/insecure-seed": {"insecure-seed": lambda store: (random_u64(store), random_u64(store))},
+            "wasi:cli/environment": {"get-environment": lambda store: list(environ),
+                                     "get-arguments": lambda store: list(self.argv),
+                                     "initial-cwd": lambda store: None},
+        }
+
+    def _wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def host(*args: Any) -> Any:
+            if self._pending is not None:
+                raise self._pending
+            try:
+                return fn(*args)
+            except BaseException as exc:  # re-raised by run(); never trusted from wasmtime's global
+                self._pending = exc
+                raise
+
+        return host
+
+    def _linker(self) -> wc.Linker:
+        linker = wc.Linker(self._components.engine)
+        linker.add_wasip2()
+        linker.allow_shadowing = True
+        imports = self.loaded.imports
+        with linker.root() as root:
+            host_name = _instance_named(imports, HOST_INTERFACE)
+            assert host_name is not None
+            with root.add_instance(host_name) as host:
+                for name, fn in self._host_functions().items():
+                    host.add_func(name, self._wrap(fn))
+            for prefix, functions in self._wasi_shadows().items():
+                name = _instance_named(imports, prefix)
+                if name is None:
+                    continue
+                with root.add_instance(name) as inst:
+                    for fname, fn in functions.items():
+                        inst.add_func(fname, self._wrap(fn))
+        return linker
+
+    # --- running ------------------------------------------------------------------------
+
+    def run(self) -> Outcome:
+        """Run to the end, or until suspended: fresh instance, replay of the journal, then live."""
+        self.status = "running"
+        while True:
+            try:
+                code = self._execute()
+                return self._end("exited", code, None)
+            except Rollback as rb:
+                self.rollbacks[rb.label] = self.rollbacks.get(rb.label, 0) + 1
+                self.journal.truncate(rb.position)
+            except _Migrate:
+                data = self.snapshot().to_bytes()
+                status = self.status
+                self._load(AgentSnapshot.from_bytes(data, journal_limit=self.limits.journal_bytes))
+                self.status = status
+                self.replays += 1
+            except Suspend as exc:
+                self.status = "suspended"
+                log.info("agent %s suspended after %d host calls: %s", self.agent_id, len(self.journal), exc.reason)
+                return self.outcome()
+            except MeshError as exc:
+                return self._end("failed", None, exc)
+
+    def _execute(self) -> int:
+        self._pos = 0
+        self.state = HostState()
+        self._pending = None
+        store = wasmtime.Store(self._components.engine)
+        store.set_fuel(self.limits.fuel)
+        store.set_limits(memory_size=self.limits.memory_bytes, table_elements=self.limits.table_elements)
+        with tempfile.TemporaryDirectory(prefix="meshagent-py-") as tmp:
+            out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
+            wasi = wasmtime.WasiConfig()
+            wasi.stdout_file = str(out)
+            wasi.stderr_file = str(err)
+            wasi.argv = list(self.argv)
+            wasi.env = [*self.env, *DETERMINISTIC_ENV]
+            store.set_wasi(wasi)
+            try:
+                try:
+                    instance = self._linker().instantiate(store, self.loaded.component)
+                    run = instance.get_func(store, "run")
+                    if run is None:
+                        raise AgentError("the component exports no run function: build it with `meshagent build agent.py`")
+                    result = run(store)
+                finally:
+                    self._collect(out, err)
+            except BaseException as exc:
+                pending, self._pending = self._pending, None
+                if pending is not None and pending is not exc and not isinstance(exc, (wasmtime.WasmtimeError, wasmtime.Trap)):
+                    raise
+                if pending is not None:
+                    raise pending from None
+                if isinstance(exc, (wasmtime.Trap, wasmtime.WasmtimeError)):
+                    if "exit" in str(exc) and "status" in str(exc):
+                        return 1
+                    raise map_trap(exc, 0, self.limits) if store.get_fuel() == 0 else AgentTrap(f"the agent trapped: {exc}") from exc
+                raise
+        return int(result) if isinstance(result, int) else 0
+
+    def _collect(self, out: Path, err: Path) -> None:
+        own = bytes(self.state.stderr)
+        self.state.stdout = bytearray(out.read_bytes()[: self.limits.output_bytes]) if out.exists() else bytearray()
+        self.state.stderr = bytearray(((err.read_bytes() if err.exists() else b"") + own)[: self.limits.output_bytes])
+
+    def _end(self, status: str, code: int | None, error: MeshError | None) -> Outcome:
+        self.status, self.exit_code, self._error = status, code, error
+        self.error_text = f"{type(error).__name__}: {error}" if error is not None else None
+        return self.outcome()
+
+    def outcome(self) -> Outcome:
+        return Outcome(agent_id=self.agent_id, parent_id=self.parent_id, status=self.status, exit_code=self.exit_code,
+                       stdout=bytes(self.state.stdout), stderr=bytes(self.state.stderr), host_calls=len(self.journal),
+                       error=self._error, error_text=self.error_text)
+
+
+def component_snapshot(wasm: bytes, components: ComponentCache, *, agent_id: str, args: tuple[str, ...] = (),
+                       env: tuple[tuple[str, str], ...] = (), limits: SandboxLimits | None = None) -> AgentSnapshot:
+    """A fresh snapshot for a component agent."""
+    loaded = components.load(wasm)
+    lim = limits or SandboxLimits()
+    return AgentSnapshot(agent_id=agent_id, module_sha256=loaded.sha256, module=wasm, journal=Journal(limit=lim.journal_bytes),
+                         args=args, env=env)
+

@@ -1,0 +1,128 @@
+"""Issue 10: Python agents (components with CPython inside) under the same journal semantics as C agents."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from meshagent.config import SandboxLimits
+from meshagent.errors import DivergenceError
+from meshagent.runtime.build import AGENTS_DIR
+from meshagent.runtime.bundle import decode_family
+from meshagent.runtime.component_agent import ComponentAgent
+from meshagent.runtime.components import ComponentCache, is_component
+from meshagent.runtime.journal import Entry, Journal
+from meshagent.runtime.local_component import resume_component, run_component
+from meshagent.runtime.modules import engine_for
+from meshagent.runtime.vfs import VirtualFs
+from meshagent.sdk.build import build_python_cached
+from tests.conftest import ROOT
+from tests.runtime.conftest import BUILD_CACHE
+from tests.runtime.fakes import ScriptedLlm
+
+COMPILED = ROOT / ".cache" / "components"
+SERVICES = "tests.runtime.fakes:scripted_services"
+
+pytestmark = pytest.mark.timeout(900)
+
+
+@pytest.fixture(scope="module")
+def py_agent() -> Callable[[str], Path]:
+    built: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in built:
+            built[name] = build_python_cached(AGENTS_DIR / f"{name}.py", BUILD_CACHE)
+        return built[name]
+
+    return get
+
+
+def _cli(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": "/usr/bin:/bin", "XDG_CACHE_HOME": str(home), "HOME": str(home)}
+    return subprocess.run([sys.executable, "-m", "meshagent", *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env=env)
+
+
+def test_retry_py_plain_equals_verify_replay_equals_resume_in_a_new_process(py_agent: Callable[[str], Path],
+                                                                            tmp_path: Path) -> None:
+    module = py_agent("retry")
+    wasm = module.read_bytes()
+    assert is_component(wasm)
+    plain_llm = ScriptedLlm()
+    plain = run_component(wasm, args=["retry"], services=plain_llm, cache_dir=COMPILED).outcomes[0]
+    assert plain.status == "exited" and plain.exit_code == 0, plain.error_message
+    # Two failed attempts were rolled back (their output with them); the third was accepted.
+    assert plain.stdout == b"retry agent: checking answers\nattempt 2\nanswer 42 accepted after 2 rollback(s)\n"
+    assert len(plain_llm.calls) == 3 and plain.stderr == b""  # the failed attempts' logs were rolled back too
+
+    verified_llm = ScriptedLlm()
+    verified = run_component(wasm, args=["retry"], services=verified_llm, verify_replay=True, cache_dir=COMPILED).outcomes[0]
+    assert (verified.stdout, verified.exit_code, verified.host_calls) == (plain.stdout, 0, plain.host_calls)
+    assert len(verified_llm.calls) == 3 and verified_llm.world_calls == plain_llm.world_calls
+
+    # Snapshot to a file after the first LLM answer, end the process, resume in another one.
+    home = tmp_path / "home"
+    (home / "meshagent").mkdir(parents=True)
+    (home / "meshagent" / "modules").symlink_to(COMPILED.resolve(), target_is_directory=True)  # compiled once
+    snapshot = tmp_path / "retry.snapshot"
+    cut = next(i for i, e in enumerate(_journal(wasm)) if e.name == "rollback" or e.name == "llm") + 1
+    first = _cli("run", str(module), "--local", "--services", SERVICES, "--snapshot-at", str(cut), str(snapshot), home=home)
+    assert first.returncode == 0 and "wrote a snapshot" in first.stderr, first.stderr
+    (saved,) = decode_family(snapshot.read_bytes())
+    assert len(saved.journal) == cut
+    resumed = _cli("resume", str(snapshot), "--json", "--services", SERVICES, home=home)
+    assert resumed.returncode == 0, resumed.stderr
+    (row,) = [json.loads(line) for line in resumed.stdout.splitlines()]
+    assert (row["stdout"].encode(), row["exit_code"], row["host_calls"]) == (plain.stdout, 0, plain.host_calls)
+
+
+def _journal(wasm: bytes) -> Journal:
+    cache = ComponentCache(engine_for(SandboxLimits().stack_bytes), COMPILED)
+    from meshagent.runtime.component_agent import component_snapshot
+
+    agent = ComponentAgent(component_snapshot(wasm, cache, agent_id="probe", args=("retry",)), components=cache,
+                           services=ScriptedLlm())
+    agent.run()
+    return agent.journal
+
+
+def test_a_python_agent_whose_journal_was_tampered_with_diverges(py_agent: Callable[[str], Path]) -> None:
+    wasm = py_agent("retry").read_bytes()
+    cache = ComponentCache(engine_for(SandboxLimits().stack_bytes), COMPILED)
+    from meshagent.runtime.component_agent import component_snapshot
+
+    agent = ComponentAgent(component_snapshot(wasm, cache, agent_id="a", args=("retry",)), components=cache,
+                           services=ScriptedLlm())
+    assert agent.run().exit_code == 0
+    entries = list(agent.journal)
+    index = next(i for i, e in enumerate(entries) if e.name == "llm")
+    entries[index] = Entry("llm", b"\x00" * 32, entries[index].ret, entries[index].data)
+    forged = dataclasses.replace(agent.snapshot(), journal=Journal(entries), status="ready")
+    outcome = resume_component(forged, services=ScriptedLlm(), cache_dir=COMPILED).outcomes[0]
+    assert outcome.status == "failed" and isinstance(outcome.error, DivergenceError)
+
+
+def test_code_review_py_uses_tools_and_writes_its_review(py_agent: Callable[[str], Path], project_dir: Path) -> None:
+    wasm = py_agent("code_review").read_bytes()
+    llm = ScriptedLlm()
+    cache = ComponentCache(engine_for(SandboxLimits().stack_bytes), COMPILED)
+    from meshagent.runtime.component_agent import component_snapshot
+
+    snap = dataclasses.replace(component_snapshot(wasm, cache, agent_id="cr", args=("code_review",)),
+                               vfs=VirtualFs.from_directory(project_dir))
+    agent = ComponentAgent(snap, components=cache, services=llm, verify_replay=True)
+    outcome = agent.run()
+    assert outcome.exit_code == 0, outcome.stderr.decode()[-2000:]
+    reviewed = [p.split("File ", 1)[1].split(" ", 1)[0] for _, p, _ in llm.calls]
+    assert reviewed == ["README.md", "notes.txt", "src/main.c", "src/util.h"]
+    assert all(o.privacy == "private" and o.max_tokens == 96 for _, _, o in llm.calls)
+    assert agent.tools.executions == 1 + 1 + 4 + 1  # list, search, four reads, the write: once each despite replays
+    review = (agent.fs.get("REVIEW.md") or b"").decode()
+    assert review.endswith("reviewed 4 file(s)\n") and outcome.stdout.decode() == review + "wrote REVIEW.md\n"
