@@ -116,6 +116,8 @@ class NodeAgents:
         self._trust = trust
         self.store = NodeStore.open(data_dir)
         self.store.ensure_schema("placement", 1, _SCHEMA)
+        with self.store.transaction() as db:  # results not yet delivered to their owner (survives a crash)
+            db.execute("CREATE TABLE IF NOT EXISTS unreported (agent_id TEXT PRIMARY KEY, owner TEXT NOT NULL)")
         self.services = NodeServices(models, placer=self._place, on_fork=self.record_children, step_log=self)
         self.manager = AgentManager(
             modules=ModuleCache(engine_for(config.sandbox.stack_bytes), data_dir / "modules"),
@@ -332,31 +334,73 @@ class NodeAgents:
             for info in self.manager.agents():
                 if info.agent_id in reported or info.status not in ("exited", "failed", "killed"):
                     continue
-                meta = self.meta(info.agent_id)
                 outcome = self.manager.outcome(info.agent_id)
-                await trio.to_thread.run_sync(self._save_result, outcome)
+                await self._ended(outcome)
                 reported.add(info.agent_id)
                 self.services.retire(info.agent_id)  # its conversations stay a while for prefix reuse
-                if meta.owner and meta.owner != self._host.peer_id:
-                    self._nursery.start_soon(self._send_result, PeerId(meta.owner), outcome)
             await self.manager.changed()
 
-    async def _send_result(self, owner: PeerId, outcome: Outcome) -> None:
-        children = await trio.to_thread.run_sync(self.children, outcome.agent_id)
-        payload = codec.encode({"t": "result", "result": _outcome_wire(outcome, children)})
+    async def _ended(self, outcome: Outcome) -> None:
+        """Save an agent's result here and, when it belongs to another node, deliver it (durably marked)."""
+        owner = self.meta(outcome.agent_id).owner
+        away = bool(owner) and owner != self._host.peer_id
+        await trio.to_thread.run_sync(self._save_result, outcome, owner if away else None)
+        if away:
+            self._nursery.start_soon(self._send_result, PeerId(owner), outcome.agent_id)
+
+    async def _recover_results(self) -> None:
+        """After a restart: save the results of agents that ended just before the crash, and deliver
+        every result a crash kept from its owner — else the owner would wait for it forever."""
+        for outcome in await trio.to_thread.run_sync(self._unsaved_outcomes):
+            log.info("saving the result of %s, which ended before the restart", outcome.agent_id)
+            await self._ended(outcome)
+        for agent_id, owner in await trio.to_thread.run_sync(self._unreported):
+            self._nursery.start_soon(self._send_result, PeerId(owner), agent_id)
+
+    def _unsaved_outcomes(self) -> list[Outcome]:
+        with self.store.transaction() as db:
+            saved = {r[0] for r in db.execute("SELECT agent_id FROM results")}
+        out = []
+        for info in self.manager.stored_agents():
+            if info.status in ("exited", "failed", "killed") and info.agent_id not in saved:
+                stdout, stderr = self.manager.stored_outputs(info.agent_id) or (b"", b"")
+                out.append(Outcome(info.agent_id, info.parent_id, info.status, info.exit_code, stdout, stderr,
+                                   info.host_calls, error_text=info.error))
+        return out
+
+    def _unreported(self) -> list[tuple[str, str]]:
+        with self.store.transaction() as db:
+            return [(r[0], r[1]) for r in db.execute("SELECT agent_id, owner FROM unreported")]
+
+    async def _send_result(self, owner: PeerId, agent_id: str) -> None:
+        saved = await trio.to_thread.run_sync(self._saved_raw, agent_id)
+        if saved is None:
+            return
+        payload = codec.encode({"t": "result", "result": codec.decode_map(saved, max_size=_MAX_RESULT)})
         delay = 0.5
         while True:
             try:
+                self._host.forget_failures(owner)  # it may have just restarted
                 with trio.fail_after(10):
                     stream = await self._host.open_stream(owner, RESULT_PROTOCOL)
                     await stream.send_frame(payload)
                     await stream.receive_frame(64)
                     await stream.close()
+                await trio.to_thread.run_sync(self._delivered, agent_id)
                 return
             except Exception as exc:  # the owner may be away: retry with backoff
-                log.debug("reporting %s to %s failed: %s", outcome.agent_id, owner, exc)
+                log.debug("reporting %s to %s failed: %s", agent_id, owner, exc)
                 await trio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+                delay = min(delay * 2, 5.0)
+
+    def _saved_raw(self, agent_id: str) -> bytes | None:
+        with self.store.transaction() as db:
+            row = db.execute("SELECT result FROM results WHERE agent_id = ?", (agent_id,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def _delivered(self, agent_id: str) -> None:
+        with self.store.transaction() as db:
+            db.execute("DELETE FROM unreported WHERE agent_id = ?", (agent_id,))
 
     def record_children(self, parent_id: str, child_ids: list[str]) -> None:
         """A fork: remember the family, and the children inherit the parent's owner, privacy and policy."""
@@ -370,10 +414,13 @@ class NodeAgents:
         with self.store.transaction() as db:
             return [r[0] for r in db.execute("SELECT child_id FROM children WHERE parent_id = ? ORDER BY rowid", (parent_id,))]
 
-    def _save_result(self, outcome: Outcome) -> None:
+    def _save_result(self, outcome: Outcome, owner: str | None = None) -> None:
+        """Persist the result; with ``owner``, also mark it for delivery there (in the same transaction)."""
         wire = _outcome_wire(outcome, self.children(outcome.agent_id))
         with self.store.transaction() as db:
             db.execute("INSERT OR REPLACE INTO results VALUES (?, ?, ?)", (outcome.agent_id, codec.encode(wire), time.time()))
+            if owner is not None:
+                db.execute("INSERT OR REPLACE INTO unreported VALUES (?, ?)", (outcome.agent_id, owner))
 
     def result(self, agent_id: str) -> dict[str, Any] | None:
         with self.store.transaction() as db:
@@ -523,6 +570,7 @@ class NodeAgents:
                 await nursery.start(self.manager.run)
                 nursery.start_soon(self._drive_moves)
                 nursery.start_soon(self._report_loop)
+                nursery.start_soon(self._recover_results)
                 nursery.start_soon(self._report_steps)
                 task_status.started()
         finally:
