@@ -24,6 +24,21 @@ T = TypeVar("T")
 __all__ = ["NodeProcess", "wait_for"]
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: on Linux, be killed when the process that started us dies.
+
+    Nodes started by a test run, a benchmark or the demo must not outlive it, even
+    when it is killed itself. (Linux ties this to the *thread* that started the
+    child: launch nodes from a thread that lives as long as they should.)
+    """
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 class NodeProcess:
     """One ``meshagent join`` process with its own data dir, on loopback."""
 
@@ -51,7 +66,7 @@ class NodeProcess:
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, **(self.env or {}))
         self._log = open(self.log, "ab")
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log, env=env)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log, env=env, preexec_fn=_die_with_parent)
         return self
 
     def wait_ready(self, timeout: float = 30.0) -> NodeProcess:
