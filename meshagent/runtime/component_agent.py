@@ -32,6 +32,7 @@ from wasmtime import component as wc
 from meshagent.config import SandboxLimits
 from meshagent.errors import AgentError, AgentTrap, CheckpointNotFound, DivergenceError, JournalError, MeshError
 from meshagent.runtime.components import ComponentCache, LoadedComponent
+from meshagent.runtime.hooks import AgentHooks, StandaloneHooks
 from meshagent.runtime.host_state import HostState
 from meshagent.runtime.journal import Entry, Journal, digest
 from meshagent.runtime.mesh_abi import Rollback
@@ -74,6 +75,7 @@ class ComponentAgent:
         verify_replay: bool = False,
         world: World | None = None,
         tools: ToolRuntime | None = None,
+        hooks: AgentHooks | None = None,
     ) -> None:
         if snapshot.module is None:
             raise AgentError("a component agent's snapshot must carry its component bytes")
@@ -87,13 +89,17 @@ class ComponentAgent:
         if _instance_named(self.loaded.imports, HOST_INTERFACE) is None:
             raise AgentError(f"the component does not import {HOST_INTERFACE}: build it with `meshagent build agent.py`")
         self._verify = verify_replay
+        self._hooks: AgentHooks = hooks or StandaloneHooks()
+        self._rollback_request: Rollback | None = None
         self.tool_runtime = tools or default_tool_runtime()
         self.replays = 0
         self.suspend_at: int | None = None
         self._suspend_reason: str | None = None
         self._pending: BaseException | None = None
+        self.manifest = ToolManifest()
+        """Python agents declare no WASI tools yet (built-in and node tools work)."""
         self._load(snapshot)
-        self.tools = ToolBox(agent_id=self.agent_id, manifest=ToolManifest(), carried=dict(snapshot.tools),
+        self.tools = ToolBox(agent_id=self.agent_id, manifest=self.manifest, carried=dict(snapshot.tools),
                              modules=self.tool_runtime.modules, store=self.tool_runtime.store, services=self.services)
 
     def _load(self, snap: AgentSnapshot) -> None:
@@ -121,12 +127,59 @@ class ComponentAgent:
     def fs(self) -> FileView:
         return FileView(self.vfs, self.state.written)
 
+    @property
+    def style(self) -> str:
+        return "command"
+
     def request_suspend(self, reason: str = "suspended by the node") -> None:
+        """Stop at the next live host call (thread-safe); ``run`` then returns a suspended outcome."""
         self._suspend_reason = reason
 
-    def snapshot(self) -> AgentSnapshot:
+    def clear_suspend(self) -> None:
+        self._suspend_reason = None
+
+    @property
+    def suspend_requested(self) -> bool:
+        return self._suspend_reason is not None
+
+    def add_label(self, label: str) -> int:
+        position = len(self.journal)
+        self.labels[label] = position
+        return position
+
+    def find_label(self, label: str) -> int:
+        raw = label.encode()
+        for index in range(len(self.journal) - 1, -1, -1):
+            if self.journal[index].name == "checkpoint" and self.journal[index].data == raw:
+                return index
+        if label in self.labels:
+            return self.labels[label]
+        raise CheckpointNotFound(f"agent {self.agent_id} has no checkpoint labelled {label!r}")
+
+    def request_rollback(self, label: str) -> int:
+        """Roll back to ``label`` at the next live host call (or now if the agent is not running)."""
+        request = Rollback(label, self.find_label(label))
+        if self.status == "running":
+            self._rollback_request = request
+        else:
+            self._apply_rollback(request)
+            self.status, self.exit_code, self.error_text = "ready", None, None
+        return request.position
+
+    def _apply_rollback(self, rb: Rollback) -> None:
+        self.rollbacks[rb.label] = self.rollbacks.get(rb.label, 0) + 1
+        self.journal.truncate(rb.position)
+        self.labels = {k: v for k, v in self.labels.items() if v <= rb.position}
+        self._hooks.truncated(self, rb.position)  # type: ignore[arg-type]
+
+    def invoke(self, export: str, *args: int) -> int | float | None:
+        raise AgentError("Python agents are commands: they have no entry points to invoke")
+
+    def snapshot(self, *, include_module: bool = True, capture_image: bool = True) -> AgentSnapshot:
+        """The agent as a snapshot (components have no memory images: restore is replay)."""
         return AgentSnapshot(
-            agent_id=self.agent_id, parent_id=self.parent_id, module_sha256=self.loaded.sha256, module=self.loaded.wasm,
+            agent_id=self.agent_id, parent_id=self.parent_id, module_sha256=self.loaded.sha256,
+            module=self.loaded.wasm if include_module else None,
             journal=Journal(list(self.journal), limit=self.limits.journal_bytes), args=self.argv, env=self.env,
             vfs=self.vfs, tools=dict(self.carried_tools), rollbacks=dict(self.rollbacks), labels=dict(self.labels),
             status=self.status, exit_code=self.exit_code, error=self.error_text,
@@ -159,9 +212,14 @@ class ComponentAgent:
         if self.suspend_at is not None and len(self.journal) >= self.suspend_at:
             self.suspend_at = None
             raise Suspend(f"suspended at host call {len(self.journal)} as requested")
+        if self._rollback_request is not None:
+            request, self._rollback_request = self._rollback_request, None
+            raise request
         ret, data = live()
-        self.journal.append(Entry(name, dig, ret, data if nondet else None))
+        entry = Entry(name, dig, ret, data if nondet else None)
+        self.journal.append(entry)
         self._pos = pos + 1
+        self._hooks.entry_added(self, pos, entry)  # type: ignore[arg-type]
         if self._verify:
             raise _Migrate()
         return ret, data
@@ -311,8 +369,7 @@ class ComponentAgent:
                 code = self._execute()
                 return self._end("exited", code, None)
             except Rollback as rb:
-                self.rollbacks[rb.label] = self.rollbacks.get(rb.label, 0) + 1
-                self.journal.truncate(rb.position)
+                self._apply_rollback(rb)
             except _Migrate:
                 data = self.snapshot().to_bytes()
                 status = self.status
@@ -325,6 +382,9 @@ class ComponentAgent:
                 return self.outcome()
             except MeshError as exc:
                 return self._end("failed", None, exc)
+            except Exception as exc:  # a bug in a host service must not take the node down
+                log.exception("agent %s: host failure", self.agent_id)
+                return self._end("failed", None, AgentError(f"host failure while running the agent: {exc!r}"))
 
     def _execute(self) -> int:
         self._pos = 0

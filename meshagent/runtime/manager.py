@@ -33,6 +33,8 @@ from meshagent.runtime.modules import LoadedModule, ModuleCache
 from meshagent.runtime.outcome import Outcome
 from meshagent.runtime.sandbox import KNOWN_IMPORTS, Agent
 from meshagent.runtime.services import HostServices, RollbackAware, Suspend, World
+from meshagent.runtime.component_agent import ComponentAgent
+from meshagent.runtime.components import ComponentCache, is_component
 from meshagent.runtime.snapshot import AgentSnapshot
 from meshagent.runtime.tools.runtime import ToolRuntime, default_tool_runtime, manifest_of
 from meshagent.runtime.tools.store import default_build_dir, resolve_tools
@@ -101,6 +103,7 @@ class AgentManager:
         self._store = store
         self._verify = verify_replay
         self.tools = tools or default_tool_runtime()
+        self._components: ComponentCache | None = None
         """Compiled WASI tools and the tool store, shared by this manager's agents."""
         self._records: dict[str, _Record] = {}
         self._slots = trio.CapacityLimiter(max(1, self.limits.max_instances))
@@ -155,6 +158,12 @@ class AgentManager:
         The WASI tools its manifest declares are resolved now (``tools`` given here, the
         tool store, the shipped tools) and carried in its snapshot wherever it goes.
         """
+        if is_component(wasm):  # a Python agent
+            component = await trio.to_thread.run_sync(self.components.load, wasm)
+            snap = AgentSnapshot(agent_id=new_agent_id(), module_sha256=component.sha256, module=wasm,
+                                 journal=Journal(limit=self.limits.journal_bytes), args=tuple(args), env=tuple(env),
+                                 vfs=vfs or VirtualFs())
+            return await self.start(snap, suspend_at=suspend_at)
         loaded = await trio.to_thread.run_sync(self.modules.load, wasm, KNOWN_IMPORTS)
         manifest = manifest_of(loaded.sha256, loaded.wasm)
         carried = await trio.to_thread.run_sync(
@@ -197,10 +206,7 @@ class AgentManager:
             wasm = await trio.to_thread.run_sync(self._store.get_module, snapshot.module_sha256)
             if wasm is not None:
                 snapshot = replace(snapshot, module=wasm)
-        agent = await trio.to_thread.run_sync(
-            lambda: Agent(snapshot, modules=self.modules, services=self._services, limits=self.limits, hooks=self,
-                          loaded=loaded, verify_replay=self._verify, world=self._world, tools=self.tools)
-        )
+        agent = await trio.to_thread.run_sync(lambda: self._make_agent(snapshot, loaded))
         agent.suspend_at = suspend_at
         rec = _Record(agent)
         self._records[agent.agent_id] = rec
@@ -210,6 +216,21 @@ class AgentManager:
         if not hold:
             self._launch(rec)
         return AgentId(agent.agent_id)
+
+    def _make_agent(self, snapshot: AgentSnapshot, loaded: LoadedModule | None) -> Agent:
+        if snapshot.module is not None and is_component(snapshot.module):
+            return ComponentAgent(snapshot, components=self.components, services=self._services,  # type: ignore[return-value]
+                                  limits=self.limits, verify_replay=self._verify, world=self._world, tools=self.tools,
+                                  hooks=self)
+        return Agent(snapshot, modules=self.modules, services=self._services, limits=self.limits, hooks=self,
+                     loaded=loaded, verify_replay=self._verify, world=self._world, tools=self.tools)
+
+    @property
+    def components(self) -> ComponentCache:
+        """Compiled Python agents (components), cached like modules."""
+        if self._components is None:
+            self._components = ComponentCache(self.modules.engine, self.modules.cache_dir)
+        return self._components
 
     def _launch(self, rec: _Record) -> None:
         assert self._nursery is not None

@@ -88,6 +88,10 @@ class ModuleCache:
     def engine(self) -> wasmtime.Engine:
         return self._engine
 
+    @property
+    def cache_dir(self) -> Path | None:
+        return self._dir
+
     def get(self, sha256: str) -> LoadedModule | None:
         with self._lock:
             return self._loaded.get(sha256)
