@@ -61,6 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heap-mib", type=int, default=64, help="heap size of the agent (default 64)")
     parser.add_argument("--calls", type=int, default=1000, help="journaled host calls (default 1000)")
     parser.add_argument("--repeat", type=int, default=3, help="report the fastest of this many runs (default 3)")
+    parser.add_argument("--python", action="store_true",
+                        help="a Python agent (component) instead: capture, restore and replay after --calls host calls")
 
 
 def _cache_dir() -> Path:
@@ -69,6 +71,10 @@ def _cache_dir() -> Path:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    if getattr(args, "python", False):
+        from meshagent.bench.checkpoint_python import run_python
+
+        return run_python(args)
     heap_mib = int(getattr(args, "heap_mib", 64))
     calls = int(getattr(args, "calls", 1000))
     repeat = max(1, int(getattr(args, "repeat", 3)))
