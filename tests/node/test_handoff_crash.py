@@ -47,6 +47,7 @@ TRIALS = int(os.environ.get("MA_HANDOFF_CRASH_TRIALS", "4"))
 SENDER_POINTS = ("sender:offered", "sender:sending", "sender:committed")
 RECEIVER_POINTS = ("receiver:receiving", "receiver:stored", "receiver:committed", "receiver:adopted")
 AGENT_ARGS = ["steps", "6", "250"]
+"""With a unique tag per trial appended: no trial reuses another's prompt prefix (see steps.c)."""
 GONE = ("moved",)
 """Statuses of an agent a node no longer holds."""
 
@@ -137,19 +138,23 @@ def steps_wasm() -> Path:
 
 @pytest.fixture
 def pair(tmp_path: Path):
-    for name in ("a", "b"):
+    """Nodes a and b, and an isolated reference node that computes each trial's undisturbed output."""
+    for name in ("a", "b", "ref"):
         write_device_config(tmp_path / name, "laptop", MODEL_CACHE)
     a = FixedNode(tmp_path / "a", name="a")
     b = FixedNode(tmp_path / "b", name="b")
+    ref = FixedNode(tmp_path / "ref", name="ref")
     try:
         a.start()
         b.args = ("--bootstrap", f"/ip4/127.0.0.1/tcp/{a.port}/p2p/{a.peer_id}")
         b.start()
         a.args = ("--bootstrap", f"/ip4/127.0.0.1/tcp/{b.port}/p2p/{b.peer_id}")  # for its restarts
-        yield a, b
+        ref.start()
+        yield a, b, ref
     finally:
         a.stop()
         b.stop()
+        ref.stop()
 
 
 def connected(a: FixedNode, b: FixedNode) -> bool:
@@ -158,14 +163,11 @@ def connected(a: FixedNode, b: FixedNode) -> bool:
                 and any(p["peer_id"] == a.peer_id for p in pb["peers"]))
 
 
-def run_trials(pair: tuple[FixedNode, FixedNode], wasm: Path, victim_role: str, trials: int) -> list[str]:
-    a, b = pair
+def run_trials(pair: tuple[FixedNode, FixedNode, FixedNode], wasm: Path, victim_role: str, trials: int) -> list[str]:
+    a, b, ref = pair
     nodes = [a, b]
     rng = random.Random(f"handoff-crash-{victim_role}-{trials}")
     assert wait_for(lambda: connected(a, b), timeout=30)[0]
-    run = {"module_path": str(wasm), "args": AGENT_ARGS, "privacy": "any"}
-    want = a.call("run", run, timeout=120)["agents"][0]
-    assert want["status"] == "exited" and want["stdout"].count("\n") == 7, want
     victim = b if victim_role == "receiver" else a
     points = RECEIVER_POINTS if victim is b else SENDER_POINTS
     outcomes: list[str] = []
@@ -176,6 +178,8 @@ def run_trials(pair: tuple[FixedNode, FixedNode], wasm: Path, victim_role: str, 
         if point:
             victim.restart(crash_at=point)
         assert wait_for(lambda: connected(a, b), timeout=30)[0], f"{label}: the nodes did not reconnect"
+        run = {"module_path": str(wasm), "args": [*AGENT_ARGS, f"{victim_role}-{trial}"], "privacy": "any"}
+        ref_id = ref.call("run", {**run, "wait": False})["agent_id"]  # the undisturbed run, alongside
         aid = a.call("run", {**run, "wait": False})["agent_id"]
         overlap = Overlap(nodes, aid)
         time.sleep(rng.uniform(0.1, 0.9))
@@ -201,6 +205,8 @@ def run_trials(pair: tuple[FixedNode, FixedNode], wasm: Path, victim_role: str, 
         died = not victim.alive()
         victim.restart()
         result = a.call("result", {"agent_id": aid, "wait": True}, timeout=120)
+        want = ref.call("result", {"agent_id": ref_id, "wait": True}, timeout=120)
+        assert want["status"] == "exited" and want["stdout"].count("\n") == 7, want
         final, took = wait_for(lambda aid=aid: holders(nodes, aid), timeout=60.0, interval=0.2)
         twice = overlap.stop()
         assert result["status"] == "exited" and result["stdout"] == want["stdout"], f"{label}: {result} (migrate: {moved})"
@@ -246,6 +252,7 @@ def test_an_agent_that_rolled_back_resumes_with_the_undisturbed_output(tmp_path)
         want = a.call("run", run, timeout=120)["agents"][0]
         assert want["status"] == "exited" and "attempt" in want["stdout"], want
         for delay in (0.4, 1.0):
+            a.restart()  # an engine with no finished conversations: nothing of the first run is reused
             aid = a.call("run", {**run, "wait": False})["agent_id"]
             time.sleep(delay)
             a.restart()

@@ -1,6 +1,9 @@
 /* steps — a test agent that makes several LLM steps and prints each answer.
  *
- *   steps [N [PAUSE_MS]]    N steps (default 6), PAUSE_MS milliseconds between them (default 300)
+ *   steps [N [PAUSE_MS [TAG]]]   N steps (default 6), PAUSE_MS milliseconds between them (default 300);
+ *                                TAG starts the first prompt, so agents with different tags share no
+ *                                prompt prefix (a node reuses the KV of a finished agent's prefix,
+ *                                which may change near-tie answers of the tiny test models)
  *
  * Used by the handoff crash tests and the chaos runner: it is slow enough to be
  * caught mid-run by a migration, and its output (greedy answers of the node's
@@ -25,11 +28,12 @@ static size_t printable(char *s) {
 int main(int argc, char **argv) {
     int steps = argc > 1 ? atoi(argv[1]) : 6;
     int pause_ms = argc > 2 ? atoi(argv[2]) : 300;
+    const char *tag = argc > 3 ? argv[3] : "";
     static char prompt[512], answer[1024];
     const char *opts = "privacy=any;max_tokens=12";
     mesh_llm_options(opts, (int32_t)strlen(opts));
     for (int i = 0; i < steps; i++) {
-        snprintf(prompt, sizeof prompt, "Step %d of %d of a careful plan:", i + 1, steps);
+        snprintf(prompt, sizeof prompt, "%s%sStep %d of %d of a careful plan:", tag, *tag ? " " : "", i + 1, steps);
         int n = mesh_llm(prompt, (int32_t)strlen(prompt), answer, sizeof answer - 1);
         if (n < 0) n = 0;
         answer[n] = 0;
