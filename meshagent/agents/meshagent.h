@@ -6,7 +6,8 @@
  * agent can be checkpointed, rolled back, forked, and moved to another device, where
  * it resumes by replay with identical behaviour. Agents must not rely on anything but
  * these calls and WASI: no threads, no host files except the virtual directory "/"
- * (read-only; relative paths like "src/main.c" work).
+ * (relative paths like "src/main.c" work). Writes to it (fopen "w", tools) stay in the
+ * agent: they are journaled, travel with it and are undone by a rollback.
  *
  * Buffers: functions that return data take (out, out_cap). They return the number of
  * units written, or -(units needed) when out_cap is too small; in that case nothing is
@@ -69,8 +70,19 @@ int32_t mesh_fork(int32_t n);
 MESH_IMPORT("join")
 int32_t mesh_join(int32_t i, char *out, int32_t out_cap);
 
-/* Call a tool installed on the node: name is NUL-terminated, args are bytes (usually
- * JSON). Returns bytes written, or -(bytes needed). */
+/* Call a tool: name is NUL-terminated, args are bytes (JSON). Returns bytes written, or
+ * -(bytes needed) (the tool does not run again for the second call). The answer is JSON;
+ * a failed tool answers {"ok":false,"error":"..."} and the agent goes on. The result is
+ * journaled: replay and migration never run a tool twice. Tools:
+ *   fs.list   {"path":"src","glob":"*.c"}             files and sizes
+ *   fs.read   {"path":"a.c","start":1,"end":40}       lines (1-based, inclusive)
+ *   fs.search {"pattern":"TODO|FIXME","glob":"*.c"}   matching lines (regex)
+ *   fs.write  {"path":"REVIEW.md","text":"...","append":false}
+ *   fs.patch  {"diff":"--- a/x.c\n+++ b/x.c\n@@ ..."} a unified diff, all or nothing
+ *   embed.search {"query":"...","k":3,"glob":"*.c"}  top-k chunks of the files
+ *   NAME      {"args":["-e","re","src"]}              a WASI tool the agent's manifest declares
+ *             (NAME.tools.toml beside NAME.c); answers exit_code, stdout, stderr, error
+ * Other names go to the node (it offers the shipped tools over inline "files"). */
 MESH_IMPORT("tool")
 int32_t mesh_tool(const char *name, const char *args, int32_t args_len, char *out, int32_t out_cap);
 
