@@ -124,6 +124,17 @@ class Stream:
     async def send_frame(self, payload: bytes) -> None:
         await self.raw.write(len(payload).to_bytes(4, "big") + payload)
 
+    async def receive_frame_or_eof(self, max_size: int) -> bytes | None:
+        """The next frame, or None when the peer closed the stream cleanly between frames."""
+        first = await self.raw.read(4)
+        if not first:
+            return None
+        header = first if len(first) == 4 else first + await self.receive_exactly(4 - len(first))
+        size = int.from_bytes(header, "big")
+        if size > max_size:
+            raise FrameTooLarge(f"{self.peer} declared a frame of {size} bytes; the limit is {max_size}")
+        return await self.receive_exactly(size)
+
     async def receive_frame(self, max_size: int) -> bytes:
         size = int.from_bytes(await self.receive_exactly(4), "big")
         if size > max_size:

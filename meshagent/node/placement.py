@@ -59,6 +59,8 @@ _LAN_BPS: Final = 12.5e6
 _WAN_BPS: Final = 2.5e6
 _HISTORY: Final = 200
 _CALLS_PER_PEER_PER_S: Final = 20.0
+_CHANNEL_IDLE_S: Final = 120.0
+"""An auction channel nobody used for this long is closed by the bidder."""
 _LLM_SLOTS: Final = recommended_capacity().llm_per_model
 """LLM steps a node runs at once (one llama.cpp context per model): what bids queue behind."""
 
@@ -83,6 +85,12 @@ class StepRequest:
     """The agent's WASI tools need sandboxes this large (from its manifest)..."""
     tool_fuel: int = 0
     """...and this much fuel: bidders that cannot host them decline."""
+
+
+@dataclass(slots=True)
+class _Channel:
+    stream: Stream
+    lock: trio.Lock
 
 
 @dataclass(slots=True)
@@ -118,6 +126,7 @@ class PlacementService:
         self._awarded: dict[str, tuple[PeerId, float, float]] = {}
         """Auctions this node awarded: winner, promised seconds, when awarded (to judge reports)."""
         self._limits: dict[PeerId, _RateLimit] = {}
+        self._channels: dict[PeerId, _Channel] = {}
         self.refused_calls = 0
 
     def set_busy(self, busy_s: Callable[[], float]) -> None:
@@ -195,46 +204,83 @@ class PlacementService:
         return answer
 
     async def _serve(self, stream: Stream) -> None:
-        if not self._allow(stream.peer):
-            await stream.reset()
-            return
-        with trio.fail_after(10):
-            signer, msg = auction.decode(await stream.receive_frame(_MAX_MSG), now=time.time())
-            if signer != stream.peer:
-                raise RemoteProtocolError(f"{stream.peer} relayed a message signed by {signer}")
-            key = self._members.signing_key
-            match msg:
-                case CallForBids():
-                    await stream.send_frame(auction.encode(self.answer(msg), key))
-                case Award():
-                    if msg.winner == self._host.peer_id:
-                        self.awards[msg.auction_id] = (msg, signer, time.time())
-                        self.reservations = self.reservations.extend(msg.auction_id, msg.expires_at)
-                case Release():
-                    self.reservations = self.reservations.release(msg.auction_id)
-                    self.awards.pop(msg.auction_id, None)
-                case Report():
-                    self._judge(signer, msg)
-                case _:
-                    raise RemoteProtocolError(f"unexpected {type(msg).__name__} on the auction protocol")
+        """One peer's auction channel: messages in order until it closes (or idles out)."""
+        while True:
+            frame = None
+            with trio.move_on_after(_CHANNEL_IDLE_S):
+                frame = await stream.receive_frame_or_eof(_MAX_MSG)
+            if frame is None:
+                break
+            if not self._allow(stream.peer):
+                await stream.reset()
+                return
+            with trio.fail_after(10):
+                await self._handle(stream, frame)
         await stream.close()
+
+    async def _handle(self, stream: Stream, frame: bytes) -> None:
+        signer, msg = auction.decode(frame, now=time.time())
+        if signer != stream.peer:
+            raise RemoteProtocolError(f"{stream.peer} relayed a message signed by {signer}")
+        key = self._members.signing_key
+        match msg:
+            case CallForBids():
+                await stream.send_frame(auction.encode(self.answer(msg), key))
+            case Award():
+                if msg.winner == self._host.peer_id:
+                    self.awards[msg.auction_id] = (msg, signer, time.time())
+                    self.reservations = self.reservations.extend(msg.auction_id, msg.expires_at)
+            case Release():
+                self.reservations = self.reservations.release(msg.auction_id)
+                self.awards.pop(msg.auction_id, None)
+            case Report():
+                self._judge(signer, msg)
+            case _:
+                raise RemoteProtocolError(f"unexpected {type(msg).__name__} on the auction protocol")
 
     # --- auctioneer side ---------------------------------------------------------
 
-    async def _ask(self, peer: PeerId, payload: bytes, auction_obj: Auction, counter: list[int]) -> None:
-        t0 = trio.current_time()
-        try:
-            stream = await self._host.open_stream(peer, AUCTION_PROTOCOL)
-            log.debug("stream to %s open after %.1f ms", peer[-6:], (trio.current_time() - t0) * 1000)
+    async def _exchange(self, peer: PeerId, payload: bytes, *, reply: bool) -> bytes | None:
+        """Send one message on the peer's auction channel (kept open between auctions).
+
+        A channel whose request was cancelled or failed midway is dropped, so a late
+        reply can never be read as the answer to a later request.
+        """
+        for attempt in (1, 2):
+            channel = self._channels.get(peer)
+            if channel is None:
+                channel = _Channel(await self._host.open_stream(peer, AUCTION_PROTOCOL), trio.Lock())
+                self._channels[peer] = channel
+            done = False
             try:
-                await stream.send_frame(payload)
-                counter[0] += 1
-                reply = await stream.receive_frame(_MAX_MSG)
-                counter[0] += 1
+                async with channel.lock:
+                    await channel.stream.send_frame(payload)
+                    answer = await channel.stream.receive_frame(_MAX_MSG) if reply else None
+                done = True
+                return answer
+            except (trio.BrokenResourceError, trio.ClosedResourceError, RemoteProtocolError, OSError) as exc:
+                if attempt == 2:
+                    raise
+                log.debug("auction channel to %s broke (%s); reopening", peer[-6:], exc)
+            except Exception as exc:  # py-libp2p stream errors have no common base; reopen once
+                if attempt == 2:
+                    raise
+                log.debug("auction channel to %s failed (%s); reopening", peer[-6:], exc)
             finally:
-                await stream.close()
-            log.debug("answer from %s after %.1f ms", peer[-6:], (trio.current_time() - t0) * 1000)
-            signer, msg = auction.decode(reply, now=time.time())
+                if not done and self._channels.get(peer) is channel:
+                    del self._channels[peer]
+                    with trio.CancelScope(shield=True):
+                        await channel.stream.reset()
+        return None
+
+    async def _ask(self, peer: PeerId, payload: bytes, auction_obj: Auction, counter: list[int]) -> None:
+        try:
+            counter[0] += 1
+            answer = await self._exchange(peer, payload, reply=True)
+            if answer is None:
+                return
+            counter[0] += 1
+            signer, msg = auction.decode(answer, now=time.time())
             match msg:
                 case Bid():
                     auction_obj.on_bid(signer, msg, time.time())
@@ -248,10 +294,8 @@ class PlacementService:
     async def _tell(self, peer: PeerId, payload: bytes, counter: list[int]) -> None:
         with trio.move_on_after(2):
             try:
-                stream = await self._host.open_stream(peer, AUCTION_PROTOCOL)
-                await stream.send_frame(payload)
+                await self._exchange(peer, payload, reply=False)
                 counter[0] += 1
-                await stream.close()
             except Exception as exc:  # best effort: reservations expire anyway
                 log.debug("telling %s failed: %s", peer, exc)
 
