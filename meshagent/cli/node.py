@@ -99,7 +99,9 @@ def cmd_join(args: argparse.Namespace) -> int:
 
     def ready(node: Node) -> None:
         assert node.identity and node.host
-        info = {"peer_id": node.identity.peer_id, "addrs": list(node.host.p2p_addrs), "data_dir": str(data_dir)}
+        api = getattr(node, "api", None)
+        info = {"peer_id": node.identity.peer_id, "addrs": list(node.host.p2p_addrs), "data_dir": str(data_dir),
+                "api_url": getattr(api, "url", None)}
         if args.json:
             print(json.dumps(info), flush=True)
         else:
@@ -107,6 +109,8 @@ def cmd_join(args: argparse.Namespace) -> int:
             print("dialable at:")
             for a in info["addrs"]:
                 print(f"  {a}")
+            if info["api_url"]:
+                print(f"OpenAI-compatible API and dashboard: {info['api_url']}")
             print(f"data dir {data_dir}; stop with Ctrl-C or: meshagent leave --data-dir {data_dir}", flush=True)
 
     if config.node.profile and config.node.profile not in PROFILES:
@@ -136,6 +140,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                   f"peers: {status['peers']} (connected {status['connected']})")
     for a in status["addrs"]:
         console.print(f"  {a}")
+    if status.get("api_url"):
+        console.print(f"API and dashboard: {status['api_url']}")
     ad = status["advert"]
     console.print(f"{ad['arch']} {ad['os']}, {ad['cpu_model']}, {ad['cpu_cores']} cores, "
                   f"RAM {_gib(ad['ram_free'])}/{_gib(ad['ram_total'])} GiB free")

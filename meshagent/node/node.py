@@ -176,6 +176,7 @@ class Node:
             "peers": len(self.membership.table),
             "connected": len(self.host.connected_peers()),
             "adverts_dropped": self.membership.dropped,
+            "api_url": getattr(getattr(self, "api", None), "url", None),
             "advert": peer_summary(PeerEntry(advert, advert.issued_at, advert.issued_at), advert.issued_at),
         }
 
@@ -259,7 +260,7 @@ class Node:
                     admit=self.drain.admit,
                 )
                 self.agents.handoff = self.handoff
-                api = ApiService(self.config.api, self.data_dir, membership=self.membership, placement=self.placement,
+                self.api = api = ApiService(self.config.api, self.data_dir, membership=self.membership, placement=self.placement,
                                  agents=self.agents, peer_id=self.identity.peer_id)
                 control = ControlServer(
                     self.data_dir,
