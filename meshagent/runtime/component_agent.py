@@ -351,10 +351,10 @@ class ComponentAgent:
                 for name, fn in self._host_functions().items():
                     host.add_func(name, self._wrap(fn))
             for prefix, functions in self._wasi_shadows().items():
-                name = _instance_named(imports, prefix)
-                if name is None:
+                shadowed = _instance_named(imports, prefix)
+                if shadowed is None:
                     continue
-                with root.add_instance(name) as inst:
+                with root.add_instance(shadowed) as inst:
                     for fname, fn in functions.items():
                         inst.add_func(fname, self._wrap(fn))
         return linker

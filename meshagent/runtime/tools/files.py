@@ -14,7 +14,7 @@ import fnmatch
 from collections.abc import Callable, Mapping
 from typing import Final
 
-import regex
+import regex  # type: ignore[import-untyped]
 
 from meshagent.errors import JournalError, MeshError
 from meshagent.runtime.tools.unidiff import PatchError, apply_file_patch, parse_unified_diff

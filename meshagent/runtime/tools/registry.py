@@ -76,7 +76,8 @@ class ToolBox:
             return ToolResult(args)
         scratch = FileView(fs.base, dict(fs.overlay))
         try:
-            if name in FILE_TOOLS or name == "embed.search" or (spec := self.manifest.get(name)) is not None:
+            spec = self.manifest.get(name)
+            if name in FILE_TOOLS or name == "embed.search" or spec is not None:
                 self.executions += 1
                 parsed = self._json(args)
                 if name in FILE_TOOLS:
@@ -84,6 +85,7 @@ class ToolBox:
                 elif name == "embed.search":
                     answer = embed_search(parsed, scratch, lambda text: self._services.embed(self.agent_id, text))
                 else:
+                    assert spec is not None
                     answer = self._wasi(spec, parsed, scratch)
                 return json_result(answer, _writes(fs.overlay, scratch.overlay))
             return ToolResult(bytes(self._services.tool(self.agent_id, name, args)))

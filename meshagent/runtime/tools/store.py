@@ -98,10 +98,10 @@ class ToolStore:
                 log.warning("discarding corrupt tool file %s", path)
                 path.unlink(missing_ok=True)
         if fetch and self.fetcher is not None:
-            data = self.fetcher(sha256)
-            if data is not None and hashlib.sha256(data).hexdigest() == sha256:
-                self.put(data)
-                return data
+            fetched = self.fetcher(sha256)
+            if fetched is not None and hashlib.sha256(fetched).hexdigest() == sha256:
+                self.put(fetched)
+                return fetched
         return None
 
 
@@ -141,8 +141,8 @@ def resolve_tools(manifest: ToolManifest, store: ToolStore, *, extra: Sequence[b
     fetcher), the user's build store (``meshagent build --tools`` puts them there),
     then among the shipped tools (built here when their sha256 matches).
     """
-    for wasm in extra:
-        store.put(wasm)
+    for given in extra:
+        store.put(given)
     out: dict[str, bytes] = {}
     for spec in manifest.tools:
         wasm = store.get(spec.sha256)
