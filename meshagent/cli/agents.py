@@ -237,7 +237,6 @@ def _run(args: argparse.Namespace) -> int:
         }, timeout=None)
         return _print_outcomes([_Remote(o) for o in result["agents"]], args.json)
 
-    from meshagent.runtime.components import is_component
     from meshagent.runtime.local import run_local
 
     snapshot_at = snapshot_path = None
@@ -247,14 +246,7 @@ def _run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise ConfigError("--snapshot-at N FILE: N must be an integer") from exc
         snapshot_path = Path(args.snapshot_at[1])
-    runner = run_local
-    if is_component(wasm):
-        from meshagent.runtime.local_component import run_component
-
-        if args.tool:
-            raise ConfigError("Python agents cannot declare WASI tools yet (built-in tools work)")
-        runner = run_component  # type: ignore[assignment]
-    result = runner(
+    result = run_local(  # C agents and Python agents (components) alike
         wasm,
         args=agent_args,
         env=_env(args.env),
@@ -264,7 +256,7 @@ def _run(args: argparse.Namespace) -> int:
         snapshot_at=snapshot_at,
         snapshot_path=snapshot_path,
         cache_dir=_module_cache_dir(),
-        **({"tools": [t.read_bytes() for t in args.tool]} if runner is run_local else {}),
+        tools=[t.read_bytes() for t in args.tool],
     )
     if snapshot_path is not None:
         if result.snapshot_written:
@@ -281,18 +273,8 @@ def _resume(args: argparse.Namespace) -> int:
         data = args.file.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read {args.file}: {exc.strerror}") from exc
-    from meshagent.runtime.bundle import decode_family
-    from meshagent.runtime.components import is_component
-
-    snaps = decode_family(data)
-    if len(snaps) == 1 and is_component(snaps[0].module or b""):
-        from meshagent.runtime.local_component import resume_component
-
-        result = resume_component(snaps[0], services=_load_services(args), verify_replay=args.verify_replay,
-                                  cache_dir=_module_cache_dir())
-    else:
-        result = resume_local(data, services=_load_services(args), verify_replay=args.verify_replay,
-                              cache_dir=_module_cache_dir())
+    result = resume_local(data, services=_load_services(args), verify_replay=args.verify_replay,
+                          cache_dir=_module_cache_dir())
     return _print_outcomes(result.outcomes, args.json)
 
 

@@ -12,8 +12,10 @@ There are no preopened directories and no sockets: files are reached through too
 Stdout and stderr are recomputed by every (re-)execution, like ``fd_write`` for C agents.
 
 Restore = fresh instance + replay, so checkpoint/rollback work as for C agents
-(rollback truncates the journal and re-executes to the checkpoint). Fork and join are
-not implemented for components yet (``fork`` answers -2). Limits: fuel and linear memory.
+(rollback truncates the journal and re-executes to the checkpoint), and so does fork:
+child *i* is this agent's snapshot whose journal ends with the fork answer *i*; it
+replays to the fork and goes on (under an agent manager, which runs the children).
+Limits: fuel and linear memory.
 Not shadowed: the monotonic clock (use ``time.time()``; ``time.monotonic()`` is live).
 """
 
@@ -23,6 +25,7 @@ import logging
 import struct
 import tempfile
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -35,7 +38,9 @@ from meshagent.runtime.components import ComponentCache, LoadedComponent
 from meshagent.runtime.hooks import AgentHooks, StandaloneHooks
 from meshagent.runtime.host_state import HostState
 from meshagent.runtime.journal import Entry, Journal, digest
-from meshagent.runtime.mesh_abi import Rollback
+from meshagent.protocol import codec
+from meshagent.runtime.ids import new_agent_id
+from meshagent.runtime.mesh_abi import MAX_FORK, Rollback
 from meshagent.runtime.outcome import Outcome
 from meshagent.runtime.services import HostServices, NoServices, RealWorld, ReplayAware, Suspend, World, parse_llm_options
 from meshagent.runtime.snapshot import AgentSnapshot
@@ -259,11 +264,23 @@ class ComponentAgent:
             raise CheckpointNotFound(f"rollback({label!r}): the agent never reached checkpoint({label!r}) on this path")
 
         def fork(store: object, n: int) -> int:
-            # Forking component agents needs the manager to run component children: not yet.
-            return self._call("fork", digest("fork", n), lambda: (-2, None), nondet=False)[0]
+            if not 1 <= n <= MAX_FORK:
+                return self._call("fork", digest("fork", n), lambda: (-2, None), nondet=False)[0]
+            dig = digest("fork", n)
+            ret, data = self._call("fork", dig, lambda: (-1, codec.encode(self._spawn_children(dig, n))))
+            if ret == -1:
+                children = codec.decode(data or b"\x80", max_depth=2)
+                if not isinstance(children, list) or not all(isinstance(c, str) for c in children):
+                    raise AgentError("the journal's fork entry does not list child ids")
+                self.state.fork_children = [str(c) for c in children]
+            return ret
 
         def join(store: object, i: int) -> bytes:
-            raise AgentError("join: Python agents cannot fork yet, so there is no child to join")
+            children = self.state.fork_children
+            if not 0 <= i < len(children):
+                raise AgentError(f"join({i}): the agent's latest fork made {len(children)} children")
+            child = children[i]
+            return self._call("join", digest("join", child), lambda: (0, self._hooks.join(self, child)))[1] or b""  # type: ignore[arg-type]
 
         def tool(store: object, name: str, args: bytes) -> bytes:
             raw = bytes(args)
@@ -295,6 +312,19 @@ class ComponentAgent:
 
         return {"llm": llm, "llm-options": llm_options, "checkpoint": checkpoint, "rollback": rollback, "fork": fork,
                 "join": join, "tool": tool, "embed": embed, "log": log_}
+
+    def _spawn_children(self, dig: bytes, n: int) -> list[str]:
+        """Children are snapshots of this agent whose journal ends with their own fork answer."""
+        base = self.snapshot()
+        ids = [new_agent_id() for _ in range(n)]
+        children = [
+            replace(base, agent_id=child, parent_id=self.agent_id, status="ready", exit_code=None, error=None,
+                    journal=Journal([*base.journal, Entry("fork", dig, i, None)], limit=self.limits.journal_bytes))
+            for i, child in enumerate(ids)
+        ]
+        self._hooks.spawn(self, children)  # type: ignore[arg-type]
+        self.services.fork(self.agent_id, ids)
+        return ids
 
     def _wasi_shadows(self) -> dict[str, dict[str, Callable[..., Any]]]:
         def datetime(nanos: int) -> wc.Record:

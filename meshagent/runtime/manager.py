@@ -159,6 +159,8 @@ class AgentManager:
         tool store, the shipped tools) and carried in its snapshot wherever it goes.
         """
         if is_component(wasm):  # a Python agent
+            if tools:
+                raise AgentError("Python agents cannot declare WASI tools yet (built-in and node tools work)")
             component = await trio.to_thread.run_sync(self.components.load, wasm)
             snap = AgentSnapshot(agent_id=new_agent_id(), module_sha256=component.sha256, module=wasm,
                                  journal=Journal(limit=self.limits.journal_bytes), args=tuple(args), env=tuple(env),
@@ -252,7 +254,9 @@ class AgentManager:
         rec.active = False
         if self._store is not None:
             stored = outcome.status
-            if outcome.status == "suspended" and self._closing:
+            if outcome.status == "suspended" and (self._closing or not agent.suspend_requested):
+                # Shutting down, or its host services stopped it (a placement move about to start):
+                # stored as running, so a crash before the move is recorded resumes it here.
                 stored = "running"
             await trio.to_thread.run_sync(
                 lambda: self._store.set_status(agent.agent_id, stored, exit_code=outcome.exit_code,  # type: ignore[union-attr]
@@ -388,6 +392,10 @@ class AgentManager:
             rec.agent.request_suspend(reason)
             while rec.active:
                 await self._changed.wait()
+        if rec.agent.status == "suspended" and self._store is not None:
+            # Durable before the snapshot leaves: after a crash the node must not resume an agent
+            # that may already be handed over (the handoff manager decides, by its recovery rules).
+            await trio.to_thread.run_sync(lambda: self._store.set_status(agent_id, "suspended"))  # type: ignore[union-attr]
         return rec.agent.snapshot()
 
     def forget(self, agent_id: str) -> None:
@@ -407,6 +415,11 @@ class AgentManager:
         rec = self._record(agent_id)
         if rec.active:
             return
+        if self._store is not None:
+            # Durable before it runs again: a crash from here on resumes it at the next start.
+            await trio.to_thread.run_sync(lambda: self._store.set_status(agent_id, "running"))  # type: ignore[union-attr]
+            if rec.active:
+                return
         rec.agent.clear_suspend()
         self._launch(rec)
 

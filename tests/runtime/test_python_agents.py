@@ -126,3 +126,23 @@ def test_code_review_py_uses_tools_and_writes_its_review(py_agent: Callable[[str
     assert agent.tools.executions == 1 + 1 + 4 + 1  # list, search, four reads, the write: once each despite replays
     review = (agent.fs.get("REVIEW.md") or b"").decode()
     assert review.endswith("reviewed 4 file(s)\n") and outcome.stdout.decode() == review + "wrote REVIEW.md\n"
+
+
+def test_brainstorm_py_forks_joins_and_matches_the_c_agent(py_agent: Callable[[str], Path],
+                                                            build: Callable[[str], Path]) -> None:
+    from meshagent.runtime.local import run_local
+
+    topic = "names for a hiking club"
+    py = run_local(py_agent("brainstorm").read_bytes(), args=["brainstorm", topic], services=ScriptedLlm(),
+                   cache_dir=COMPILED)
+    parent, *children = py.outcomes
+    assert parent.status == "exited" and parent.exit_code == 0, parent.error_message
+    assert len(children) == 3 and all(c.exit_code == 0 and c.parent_id == parent.agent_id for c in children)
+    c_run = run_local(build("brainstorm").read_bytes(), args=["brainstorm", topic], services=ScriptedLlm())
+    # The same prompts, seeds and options reach the (scripted) LLM: the same ideas, scores and choice.
+    assert parent.stdout == c_run.outcomes[0].stdout
+    assert sorted(c.stdout for c in children) == sorted(c.stdout for c in c_run.outcomes[1:])
+
+    verified = run_local(py_agent("brainstorm").read_bytes(), args=["brainstorm", topic], services=ScriptedLlm(),
+                         verify_replay=True, cache_dir=COMPILED)
+    assert [o.stdout for o in verified.outcomes] == [o.stdout for o in py.outcomes]
