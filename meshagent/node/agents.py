@@ -285,9 +285,9 @@ class NodeAgents:
             self.services.restart_count(agent_id)
             await self.manager.resume(agent_id)
             return
-        # After a restart the frozen agent is only in the store.
+        # After a restart the frozen agent is only in the store; persisted as running again at once.
         snap = await trio.to_thread.run_sync(self.store.load_agent, agent_id)
-        await self.manager.start(snap, persist=False)
+        await self.manager.start(snap, persist=True)
 
     async def adopt(self, agent: FrozenAgent, generation: int) -> None:
         if self.manager.is_known(agent.agent_id):

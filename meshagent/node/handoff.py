@@ -45,6 +45,7 @@ from meshagent.errors import (
     FrameTooLarge,
     HandoffError,
     MeshError,
+    NodeError,
     PrivacyViolation,
     SignatureError,
     StaleError,
@@ -279,7 +280,8 @@ class HandoffManager:
 
     @property
     def store(self) -> HandoffStore:
-        assert self._store is not None, "HandoffManager.run has not started"
+        if self._store is None:
+            raise NodeError("the handoff manager is still starting; try again")
         return self._store
 
     @asynccontextmanager

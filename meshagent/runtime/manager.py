@@ -159,12 +159,14 @@ class AgentManager:
         tool store, the shipped tools) and carried in its snapshot wherever it goes.
         """
         if is_component(wasm):  # a Python agent
-            if tools:
-                raise AgentError("Python agents cannot declare WASI tools yet (built-in and node tools work)")
             component = await trio.to_thread.run_sync(self.components.load, wasm)
+            declared = manifest_of(component.sha256, wasm)
+            carried_py = await trio.to_thread.run_sync(
+                lambda: resolve_tools(declared, self.tools.store, extra=tools, build_dir=default_build_dir())
+            )
             snap = AgentSnapshot(agent_id=new_agent_id(), module_sha256=component.sha256, module=wasm,
                                  journal=Journal(limit=self.limits.journal_bytes), args=tuple(args), env=tuple(env),
-                                 vfs=vfs or VirtualFs())
+                                 vfs=vfs or VirtualFs(), tools=carried_py)
             return await self.start(snap, suspend_at=suspend_at)
         loaded = await trio.to_thread.run_sync(self.modules.load, wasm, KNOWN_IMPORTS)
         manifest = manifest_of(loaded.sha256, loaded.wasm)
