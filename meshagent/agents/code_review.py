@@ -4,9 +4,11 @@
     meshagent run code_review.wasm --local --dir ./my-project
 
 Lists the tree and searches it for risky spots (tools fs.list, fs.search), reads each
-source file (fs.read), asks the LLM for the most important improvement (a private step:
-the code never leaves the owner's devices), and writes REVIEW.md (fs.write). Every tool
-result is journaled: replay and migration never run a tool twice.
+source file (fs.read), runs the C checker on C files (the WASI tool ccheck, declared in
+code_review.tools.toml like the C version's), asks the LLM for the most important
+improvement (a private step: the code never leaves the owner's devices), and writes
+REVIEW.md (fs.write). Every tool result is journaled: replay and migration never run a
+tool twice.
 """
 
 import meshagent_agent as mesh
@@ -32,10 +34,18 @@ def main() -> int:
         read = mesh.tool("fs.read", path=path, start=1, end=400)
         text = read["text"][:8192]
         prompt = f"You are a careful code reviewer. File {path} ({len(text)} bytes):\n{text}\n"
+        findings = ""
+        if path.endswith((".c", ".h")):
+            checked = mesh.tool("ccheck", args=[path])
+            findings = str(checked.get("stdout") or checked.get("error") or "")
+            prompt += "A checker reported:\n" + findings
         if hits.get(path):
             prompt += "Risky lines found by search:\n" + "\n".join(hits[path]) + "\n"
         prompt += "Give the single most important improvement, in one sentence.\n"
-        sections.append(f"## {path}\n{mesh.llm(prompt)}\n")
+        section = f"## {path}\n{mesh.llm(prompt)}\n"
+        if findings:
+            section += f"\nchecker:\n```\n{findings}```\n"
+        sections.append(section)
     review = "\n".join(sections) + f"\nreviewed {len(files)} file(s)\n"
     mesh.tool("fs.write", path="REVIEW.md", text=review)
     print(review, end="")

@@ -46,7 +46,7 @@ def _command(sources: Sequence[Path], output: Path, reactor: bool, flags: Sequen
 
 
 def tools_file_of(source: Path) -> Path | None:
-    """``NAME.tools.toml`` beside ``NAME.c``, if there is one."""
+    """``NAME.tools.toml`` beside ``NAME.c`` (or ``NAME.py``), if there is one."""
     path = source.with_name(f"{source.stem}.tools.toml")
     return path if path.is_file() else None
 

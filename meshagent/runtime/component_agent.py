@@ -45,8 +45,8 @@ from meshagent.runtime.outcome import Outcome
 from meshagent.runtime.services import HostServices, NoServices, RealWorld, ReplayAware, Suspend, World, parse_llm_options
 from meshagent.runtime.snapshot import AgentSnapshot
 from meshagent.runtime.tools.registry import ToolBox
-from meshagent.runtime.tools.runtime import ToolRuntime, default_tool_runtime
-from meshagent.runtime.tools.spec import ToolManifest, ToolResult
+from meshagent.runtime.tools.runtime import ToolRuntime, default_tool_runtime, manifest_of
+from meshagent.runtime.tools.spec import ToolResult
 from meshagent.runtime.traps import map_trap
 from meshagent.runtime.vfs import FileView
 
@@ -101,10 +101,17 @@ class ComponentAgent:
         self.suspend_at: int | None = None
         self._suspend_reason: str | None = None
         self._pending: BaseException | None = None
-        self.manifest = ToolManifest()
-        """Python agents declare no WASI tools yet (built-in and node tools work)."""
+        self.manifest = manifest_of(self.loaded.sha256, self.loaded.wasm)
         self._load(snapshot)
-        self.tools = ToolBox(agent_id=self.agent_id, manifest=self.manifest, carried=dict(snapshot.tools),
+        for spec in self.manifest.tools:  # carry the declared tools this node has, so they travel
+            if spec.sha256 not in self.carried_tools:
+                found = self.tool_runtime.store.get(spec.sha256, fetch=False)
+                if found is not None:
+                    self.carried_tools[spec.sha256] = found
+        for sha, wasm in self.carried_tools.items():
+            if not self.tool_runtime.store.has(sha):
+                self.tool_runtime.store.put(wasm)
+        self.tools = ToolBox(agent_id=self.agent_id, manifest=self.manifest, carried=self.carried_tools,
                              modules=self.tool_runtime.modules, store=self.tool_runtime.store, services=self.services)
 
     def _load(self, snap: AgentSnapshot) -> None:
@@ -114,6 +121,8 @@ class ComponentAgent:
         self.env = snap.env
         self.vfs = snap.vfs
         self.carried_tools = dict(snap.tools)
+        if getattr(self, "tools", None) is not None:
+            self.tools.carried = self.carried_tools
         self.journal = Journal(list(snap.journal), limit=self.limits.journal_bytes)
         self.rollbacks = dict(snap.rollbacks)
         self.labels = dict(snap.labels)

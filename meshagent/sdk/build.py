@@ -18,7 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Final
 
-from meshagent.errors import BuildError
+from meshagent.errors import BuildError, MeshError
+from meshagent.runtime.build import AGENTS_DIR, tools_file_of
 
 __all__ = ["SDK_DIR", "WIT_DIR", "WORLD", "build_python_agent", "build_python_cached"]
 
@@ -49,8 +50,10 @@ def _componentize() -> list[str]:
     return [found]
 
 
-def build_python_agent(source: Path, output: Path) -> Path:
-    """Package ``source`` (a file with ``main()``) and CPython into a component at ``output``."""
+def build_python_agent(source: Path, output: Path, *, tools: Path | None = None) -> Path:
+    """Package ``source`` (a file with ``main()``) and CPython into a component at ``output``.
+
+    ``tools`` (default: ``NAME.tools.toml`` beside ``NAME.py``) declares the agent's WASI tools."""
     if not source.is_file() or source.suffix != ".py":
         raise BuildError(f"{source}: not a Python file")
     if not source.stem.isidentifier() or source.stem in ("wit_world", "meshagent_agent", "_meshagent_app"):
@@ -68,6 +71,19 @@ def build_python_agent(source: Path, output: Path) -> Path:
             raise BuildError(f"componentize-py did not finish within {_TIMEOUT_S} s") from exc
     if proc.returncode != 0:
         raise BuildError(f"building {source} failed:\n{(proc.stderr or proc.stdout).strip()}")
+    tools = tools or tools_file_of(source)
+    if tools is not None:  # the agent's WASI tools, as for C agents
+        from meshagent.runtime.tools.manifest_file import embed_manifest, load_tools_file
+        from meshagent.runtime.tools.store import ToolStore, default_build_dir
+
+        try:
+            manifest, modules = load_tools_file(tools, default_build_dir())
+        except MeshError as exc:
+            raise BuildError(f"{tools}: {exc}") from exc
+        embed_manifest(output, manifest)
+        store = ToolStore(default_build_dir() / "store")
+        for wasm in modules.values():
+            store.put(wasm)
     return output
 
 
@@ -76,6 +92,8 @@ def build_python_cached(source: Path, cache_dir: Path) -> Path:
     h = hashlib.sha256()
     parts = [source.read_bytes(), (SDK_DIR / "meshagent_agent.py").read_bytes(), (WIT_DIR / "agent.wit").read_bytes(),
              importlib.metadata.version("componentize-py").encode()]
+    if (tools := tools_file_of(source)) is not None:
+        parts += [tools.read_bytes(), *(p.read_bytes() for p in sorted((AGENTS_DIR / "tools").glob("*.c")))]
     for part in parts:
         h.update(hashlib.sha256(part).digest())
     output = cache_dir / f"{source.stem}-{h.hexdigest()[:16]}.wasm"

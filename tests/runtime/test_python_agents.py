@@ -115,15 +115,24 @@ def test_code_review_py_uses_tools_and_writes_its_review(py_agent: Callable[[str
     cache = ComponentCache(engine_for(SandboxLimits().stack_bytes), COMPILED)
     from meshagent.runtime.component_agent import component_snapshot
 
+    from meshagent.runtime.modules import sha256_hex
+    from meshagent.runtime.tools.runtime import manifest_of
+    from meshagent.runtime.tools.store import ToolStore, resolve_tools
+
+    tools = resolve_tools(manifest_of(sha256_hex(wasm), wasm), ToolStore(), build_dir=BUILD_CACHE)  # as a launch does
     snap = dataclasses.replace(component_snapshot(wasm, cache, agent_id="cr", args=("code_review",)),
-                               vfs=VirtualFs.from_directory(project_dir))
+                               vfs=VirtualFs.from_directory(project_dir), tools=tools)
     agent = ComponentAgent(snap, components=cache, services=llm, verify_replay=True)
     outcome = agent.run()
     assert outcome.exit_code == 0, outcome.stderr.decode()[-2000:]
     reviewed = [p.split("File ", 1)[1].split(" ", 1)[0] for _, p, _ in llm.calls]
     assert reviewed == ["README.md", "notes.txt", "src/main.c", "src/util.h"]
     assert all(o.privacy == "private" and o.max_tokens == 96 for _, _, o in llm.calls)
-    assert agent.tools.executions == 1 + 1 + 4 + 1  # list, search, four reads, the write: once each despite replays
+    assert [s.name for s in agent.manifest.tools] == ["ccheck"]  # code_review.tools.toml, shared with the C agent
+    # list, search, four reads, ccheck on the two C files, the write: once each despite the replays
+    assert agent.tools.executions == 1 + 1 + 4 + 2 + 1
+    main_c = next(p for _, p, _ in llm.calls if "File src/main.c" in p)
+    assert "A checker reported:\nchecked 1 file(s): 0 error(s), 0 warning(s)\n" in main_c
     review = (agent.fs.get("REVIEW.md") or b"").decode()
     assert review.endswith("reviewed 4 file(s)\n") and outcome.stdout.decode() == review + "wrote REVIEW.md\n"
 

@@ -1,4 +1,4 @@
-"""Custom sections of a WebAssembly module: read one, or append one.
+"""Custom sections of a WebAssembly module or component: read one, or append one.
 
 An agent's tool manifest lives in its module as the custom section
 ``meshagent.manifest``; custom sections do not change what the module does,
@@ -13,7 +13,9 @@ from meshagent.errors import ModuleError
 
 __all__ = ["custom_section", "with_custom_section"]
 
-_MAGIC: Final = b"\0asm\x01\0\0\0"
+_MAGICS: Final = (b"\0asm\x01\0\0\0", b"\0asm\x0d\0\x01\0")
+"""Core modules and components: custom sections (id 0) look alike in both."""
+_HEADER: Final = 8
 
 
 def _leb(data: bytes, pos: int) -> tuple[int, int]:
@@ -41,9 +43,9 @@ def _uleb(value: int) -> bytes:
 
 def custom_section(wasm: bytes, name: str) -> bytes | None:
     """The payload of the last custom section called ``name``, or ``None``."""
-    if not wasm.startswith(_MAGIC):
+    if not wasm.startswith(_MAGICS):
         raise ModuleError("not a WebAssembly module (bad magic)")
-    pos, found = len(_MAGIC), None
+    pos, found = _HEADER, None
     while pos < len(wasm):
         section_id = wasm[pos]
         size, body = _leb(wasm, pos + 1)
@@ -60,10 +62,10 @@ def custom_section(wasm: bytes, name: str) -> bytes | None:
 
 def with_custom_section(wasm: bytes, name: str, payload: bytes) -> bytes:
     """The module with a custom section appended (an earlier one of that name is dropped)."""
-    if not wasm.startswith(_MAGIC):
+    if not wasm.startswith(_MAGICS):
         raise ModuleError("not a WebAssembly module (bad magic)")
-    kept = bytearray(_MAGIC)
-    pos = len(_MAGIC)
+    kept = bytearray(wasm[:_HEADER])
+    pos = _HEADER
     while pos < len(wasm):
         section_id = wasm[pos]
         size, body = _leb(wasm, pos + 1)
