@@ -40,6 +40,7 @@ from meshagent.node.placement import PlacementService, StepRequest
 from meshagent.node.services import NodeServices
 from meshagent.node.snapshots import AgentMeta, FrozenAgent
 from meshagent.node.store import NodeStore
+from meshagent.node.tool_exchange import TOOL_PROTOCOL, ToolExchange
 from meshagent.node.trust import TrustStore
 from meshagent.protocol import codec
 from meshagent.protocol.advert import ModelAd
@@ -564,6 +565,9 @@ class NodeAgents:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self._token = trio.lowlevel.current_trio_token()
         self._host.set_handler(RESULT_PROTOCOL, self._serve_results)
+        tools = ToolExchange(self._host, self.manager.tools.store)
+        self._host.set_handler(TOOL_PROTOCOL, tools.serve)
+        self.manager.tools.store.fetcher = tools.fetcher(self._token)
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
