@@ -99,6 +99,8 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verify-replay", action="store_true",
                    help="after every host call, snapshot, restore into a fresh sandbox and continue from the copy")
     p.add_argument("--dir", type=Path, help="directory the agent sees as its preopened '/' (its writes stay in the agent)")
+    p.add_argument("--out-dir", type=Path, metavar="DIR",
+                   help="--local: write the files the agent wrote (e.g. REVIEW.md) into DIR when it ends")
     p.add_argument("--tool", action="append", default=[], type=Path, metavar="TOOL.wasm",
                    help="a WASI tool module the agent's manifest declares (shipped tools are found without)")
     p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="environment variable for the agent")
@@ -222,8 +224,8 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError(f"cannot read {args.module}: {exc.strerror}") from exc
     agent_args = [args.module.name, *args.args]
     if not args.local:
-        if args.snapshot_at or args.verify_replay or args.services or args.model:
-            raise ConfigError("--snapshot-at, --verify-replay, --services and --model need --local")
+        if args.snapshot_at or args.verify_replay or args.services or args.model or args.out_dir:
+            raise ConfigError("--snapshot-at, --verify-replay, --services, --model and --out-dir need --local")
         from meshagent.node.control import call_streaming
 
         result = call_streaming(_data_dir(args), "run", {
@@ -263,7 +265,21 @@ def _run(args: argparse.Namespace) -> int:
             print(f"meshagent: wrote a snapshot of {len(result.outcomes)} agent(s) to {snapshot_path}", file=sys.stderr)
             return 0
         print(f"meshagent: the agent ended before host call {snapshot_at}; no snapshot written", file=sys.stderr)
+    if args.out_dir is not None:
+        _write_files(args.out_dir, result.written)
     return _print_outcomes(result.outcomes, args.json)
+
+
+def _write_files(out_dir: Path, written: dict[str, bytes | None]) -> None:
+    """The agent's writes (normalised relative paths) under ``out_dir``; deletions are not applied."""
+    root = out_dir.resolve()
+    for rel, data in sorted(written.items()):
+        target = (root / rel).resolve()
+        if data is None or not target.is_relative_to(root):
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        print(f"meshagent: wrote {target}", file=sys.stderr)
 
 
 def _resume(args: argparse.Namespace) -> int:

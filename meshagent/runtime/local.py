@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
@@ -34,6 +34,8 @@ class LocalResult:
     outcomes: list[Outcome]
     """Root first, then its descendants (parents before children)."""
     snapshot_written: bool = False
+    written: dict[str, bytes | None] = field(default_factory=dict)
+    """The root agent's file writes (path → bytes, ``None`` = deleted), for ``meshagent run --out-dir``."""
 
 
 def _manager(services: HostServices | None, world: World | None, limits: SandboxLimits, verify_replay: bool,
@@ -58,7 +60,8 @@ async def _supervise(manager: AgentManager, root: str, snapshot_path: Path | Non
         data = encode_family([manager.agent(m).snapshot() for m in members])
         await trio.to_thread.run_sync(_write_atomically, snapshot_path, data)
         log.info("wrote a snapshot of %d agent(s) to %s", len(members), snapshot_path)
-    return LocalResult([manager.outcome(m) for m in members], suspended)
+    written = dict(manager.agent(root).state.written)
+    return LocalResult([manager.outcome(m) for m in members], suspended, written)
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

@@ -247,3 +247,19 @@ def test_bench_tools_reports_the_issue_figures() -> None:
                 "baseline_wasi_call_us_p50", "baseline_spawn_ms_p50"):
         assert figures[key] > 0, key
     assert figures["journal_bytes_per_call"] < 200  # one small entry per echo call, no hidden copies
+
+
+def test_run_out_dir_writes_the_agents_files(build: Callable[[str], Path], project_dir: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "meshagent", "run", str(build("code_review")), "--local", "--dir",
+                           str(project_dir), "--out-dir", str(out), "--services", "tests.runtime.fakes:scripted_services"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    review = (out / "REVIEW.md").read_text()
+    assert review.startswith("## README.md\n") and done.stdout == review + "wrote REVIEW.md\n"
+    assert not (project_dir / "REVIEW.md").exists()  # the owner's directory itself is never written
