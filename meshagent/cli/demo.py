@@ -37,6 +37,9 @@ __all__ = ["register", "DemoMesh", "step_events"]
 
 DEVICES = ("phone", "laptop", "gpu")
 AGENTS = ("summarise", "brainstorm", "code_review")
+PY_AGENTS = ("summarise.py", "brainstorm.py", "code_review.py")
+"""The Python versions (``--agents summarise,summarise.py``): components with CPython inside, compiled
+once per node on first use (tens of seconds), then run and migrated like the C agents."""
 
 _SAMPLE_CODE = {
     "src/ring.c": (
@@ -56,7 +59,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("demo", help="run example agents on a mesh of emulated devices on this machine")
     p.add_argument("--json", action="store_true", help="print the step events as JSON")
     p.add_argument("--keep", type=Path, help="keep the nodes' data dirs here instead of a temporary dir")
-    p.add_argument("--agents", default=",".join(AGENTS), help=f"which agents to run (default: {','.join(AGENTS)})")
+    p.add_argument("--agents", default=",".join(AGENTS),
+                   help=f"which agents to run (default: {','.join(AGENTS)}; Python versions: {','.join(PY_AGENTS)})")
     p.set_defaults(func=cmd_demo)
 
 
@@ -114,7 +118,15 @@ def _build_agents(names: list[str]) -> dict[str, Path]:
     from meshagent.runtime.build import AGENTS_DIR, build_cached
 
     cache = default_data_dir() / "cache" / "agents"
-    return {name: build_cached(AGENTS_DIR / f"{name}.c", cache) for name in names}
+    built: dict[str, Path] = {}
+    for name in names:
+        if name.endswith(".py"):
+            from meshagent.sdk.build import build_python_cached
+
+            built[name] = build_python_cached(AGENTS_DIR / name, cache)
+        else:
+            built[name] = build_cached(AGENTS_DIR / f"{name}.c", cache)
+    return built
 
 
 def step_events(mesh: DemoMesh) -> list[dict[str, Any]]:
@@ -182,7 +194,7 @@ def _describe(event: dict[str, Any], names: dict[str, str]) -> str:
 def cmd_demo(args: argparse.Namespace) -> int:
     console = Console(stderr=args.json)
     names = [a for a in args.agents.split(",") if a]
-    unknown = set(names) - set(AGENTS)
+    unknown = set(names) - set(AGENTS) - set(PY_AGENTS)
     if unknown:
         console.print(f"[red]unknown demo agents: {', '.join(sorted(unknown))}[/]")
         return 2
@@ -203,8 +215,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
             phone = mesh.nodes["phone"]
             t0 = time.time()
             for name in names:
-                params: dict[str, Any] = {"module_path": str(wasm[name]), "args": [name], "policy": "latency"}
-                if name == "code_review":
+                base = name.removesuffix(".py")
+                params: dict[str, Any] = {"module_path": str(wasm[name]), "args": [base], "policy": "latency"}
+                if base == "code_review":
                     params.update(privacy="private", dir=str(code_dir))
                 else:
                     params.update(privacy="any")
