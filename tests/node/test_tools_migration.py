@@ -92,3 +92,29 @@ def test_agent_with_a_wasi_tool_migrates_to_a_peer_that_never_saw_it(tmp_path: P
     finally:
         solo.stop()
     assert alone["stdout"] == root["stdout"]
+
+
+def test_an_agent_with_a_private_tool_is_placed_as_private(tmp_path: Path) -> None:
+    """A tool declared private handles private data: the agent's steps stay on the owner's devices."""
+    lines = shipped_tool("lines", CACHE)
+    manifest = ToolManifest((ToolSpec("lines", hashlib.sha256(lines).hexdigest(), 16 << 20, 200_000_000, private=True),))
+    wasm = tmp_path / "private_tool.wasm"
+    wasm.write_bytes(with_custom_section(build_cached(PROGRAMS / "tooluser.c", CACHE).read_bytes(), MANIFEST_SECTION,
+                                         manifest.encode()))
+    for profile in ("phone", "gpu"):
+        write_device_config(tmp_path / profile, profile, MODEL_CACHE)
+    phone = NodeProcess(tmp_path / "phone", "--profile", "phone", name="phone").start()
+    gpu = NodeProcess(tmp_path / "gpu", "--profile", "gpu", "--bootstrap", phone.addrs[0], name="gpu").start()
+    try:
+        assert wait_for(lambda: len(phone.peers()) == 1 and len(gpu.peers()) == 1, timeout=20)[0]
+        args = ["tooluser", "opt:model=size>=large;max_tokens=8", "llm:Summarise."]
+        (root,) = phone.call("run", {"module_path": str(wasm), "args": args, "privacy": "any"}, timeout=120)["agents"]
+        # Only the gpu holds a large model, but it is not the owner's device: nobody may take the step.
+        assert root["status"] == "failed" and "no peer can run this step" in root["error"], root
+        (auction,) = [a for a in phone.call("auctions")["auctions"] if a["agent_id"] == root["agent_id"]]
+        assert auction["privacy"] == "private" and auction["winner"] is None
+        assert gpu.peer_id not in {b["bidder"] for b in auction["bids"]}
+        assert [h for h in phone.call("handoffs")["handoffs"] if h["role"] == "sender"] == []
+    finally:
+        phone.stop()
+        gpu.stop()
