@@ -33,7 +33,17 @@ import wasmtime
 from wasmtime import component as wc
 
 from meshagent.config import SandboxLimits
-from meshagent.errors import AgentError, AgentTrap, CheckpointNotFound, DivergenceError, JournalError, MeshError
+from meshagent.errors import (
+    AgentError,
+    AgentTrap,
+    CheckpointNotFound,
+    CpuLimitExceeded,
+    DivergenceError,
+    JournalError,
+    MemoryLimitExceeded,
+    MeshError,
+    StackLimitExceeded,
+)
 from meshagent.runtime.components import ComponentCache, LoadedComponent
 from meshagent.runtime.hooks import AgentHooks, StandaloneHooks
 from meshagent.runtime.host_state import HostState
@@ -47,7 +57,7 @@ from meshagent.runtime.snapshot import AgentSnapshot
 from meshagent.runtime.tools.registry import ToolBox
 from meshagent.runtime.tools.runtime import ToolRuntime, default_tool_runtime, manifest_of
 from meshagent.runtime.tools.spec import ToolResult
-from meshagent.runtime.traps import map_trap
+from meshagent.runtime.traps import map_trap, trap_text
 from meshagent.runtime.vfs import FileView
 
 __all__ = ["ComponentAgent", "HOST_INTERFACE", "DETERMINISTIC_ENV"]
@@ -458,9 +468,23 @@ class ComponentAgent:
                 if isinstance(exc, (wasmtime.Trap, wasmtime.WasmtimeError)):
                     if "exit" in str(exc) and "status" in str(exc):
                         return 1
-                    raise map_trap(exc, 0, self.limits) if store.get_fuel() == 0 else AgentTrap(f"the agent trapped: {exc}") from exc
+                    raise self._limit_error(exc) from exc
                 raise
         return int(result) if isinstance(result, int) else 0
+
+    def _limit_error(self, exc: Exception) -> MeshError:
+        """Component traps carry no trap code through wasmtime-py: name the limit from the message."""
+        text = trap_text(exc)
+        lim = self.limits
+        if "fuel" in text:
+            return CpuLimitExceeded(f"the agent used its whole CPU budget of {lim.fuel} fuel units (an infinite loop?); "
+                                    "raise sandbox.fuel if it needs more")
+        if "memory" in text and ("limit" in text or "grow" in text):
+            return MemoryLimitExceeded(f"the agent needs more memory than its limit of {lim.memory_bytes} bytes ({text}); "
+                                       "raise sandbox.memory_bytes")
+        if "stack" in text and "overflow" in text:
+            return StackLimitExceeded(f"the agent overflowed its wasm stack of {lim.stack_bytes} bytes")
+        return map_trap(exc, 0, lim) if getattr(exc, "trap_code", None) is not None else AgentTrap(f"the agent trapped: {text}")
 
     def _collect(self, out: Path, err: Path) -> None:
         own = bytes(self.state.stderr)

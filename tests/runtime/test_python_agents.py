@@ -155,3 +155,12 @@ def test_brainstorm_py_forks_joins_and_matches_the_c_agent(py_agent: Callable[[s
     verified = run_local(py_agent("brainstorm").read_bytes(), args=["brainstorm", topic], services=ScriptedLlm(),
                          verify_replay=True, cache_dir=COMPILED)
     assert [o.stdout for o in verified.outcomes] == [o.stdout for o in py.outcomes]
+
+
+@pytest.mark.parametrize("limits, error", [(SandboxLimits(fuel=100_000), "CpuLimitExceeded"),
+                                           (SandboxLimits(memory_bytes=4 << 20), "MemoryLimitExceeded")],
+                         ids=["fuel", "memory"])
+def test_python_agents_are_held_to_their_limits(py_agent: Callable[[str], Path], limits: SandboxLimits, error: str) -> None:
+    outcome = run_component(py_agent("retry").read_bytes(), args=["retry"], services=ScriptedLlm(), limits=limits,
+                            cache_dir=COMPILED).outcomes[0]
+    assert outcome.status == "failed" and type(outcome.error).__name__ == error, outcome.error_message
