@@ -335,7 +335,7 @@ class ComponentAgent:
     def _spawn_children(self, dig: bytes, n: int) -> list[str]:
         """Children are snapshots of this agent whose journal ends with their own fork answer."""
         base = self.snapshot()
-        ids = [new_agent_id() for _ in range(n)]
+        ids: list[str] = [new_agent_id() for _ in range(n)]
         children = [
             replace(base, agent_id=child, parent_id=self.agent_id, status="ready", exit_code=None, error=None,
                     journal=Journal([*base.journal, Entry("fork", dig, i, None)], limit=self.limits.journal_bytes))
