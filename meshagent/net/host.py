@@ -205,6 +205,11 @@ class MeshHost:
                 log.debug("skipping unparseable address %r of %s", a, peer)
         if not maddrs:
             return False
+        # Dial exactly these addresses, afresh: an address from an unauthenticated source (an mDNS
+        # announcement anyone can spoof) that failed Noise must not stay in the peerstore ahead of
+        # the genuine one, nor keep the peer in the negative dial cache.
+        self._host.get_peerstore().clear_addrs(ID.from_base58(peer))
+        self.forget_failures(peer)
         with trio.move_on_after(timeout):
             try:
                 await self._host.connect(PeerInfo(ID.from_base58(peer), maddrs))
