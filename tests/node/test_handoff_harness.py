@@ -1,14 +1,11 @@
-"""A minimal node process for handoff crash tests: libp2p host + HandoffManager + control API.
+"""A minimal process for the handoff wire protocol: libp2p host + HandoffManager + control API.
 
-TEST HARNESS, not a product entry point. The real node does not register the
-handoff manager yet (that wiring belongs to the node's owner); until it does,
-the crash tests run this script, with ``CustodyDouble`` standing in for the
-runtime. TODO(wiring): replace with ``NodeProcess`` (``meshagent join``) once
-``Node`` starts ``HandoffManager`` with the supervisor's ``AgentCustody``.
-
-The handoff crash tests now run real nodes (``test_handoff_crash.py``); this
-harness remains for the CLI and lab tests of the handoff wire protocol, through
-:class:`Harness` below.
+TEST HARNESS, not a product entry point. The handoff manager runs in real
+nodes now: the crash tests (``test_handoff_crash.py``) and the CLI test
+(``test_handoff_cli.py``) use ``meshagent join`` processes with real agents.
+This harness, with ``CustodyDouble`` standing in for the runtime (a few MiB
+of agent state without model or runtime start-up), remains only for the lab
+test of the wire protocol over a rate-limited link (``tests/net/test_handoff_lab.py``).
 
 Run: ``python -m tests.node.test_handoff_harness --data-dir D --listen MA --peers FILE [--crash-at POINT]``.
 It prints one JSON line (peer id, addrs, sealing key) when ready. ``--crash-at``
