@@ -1,7 +1,8 @@
 """Issue 8's acceptance: ``scripts/chaos --json`` in the lab (root) loses, duplicates and garbles nothing.
 
 ``MA_CHAOS_TRIALS`` trials (default 20; see tests/chaos/runner.py for what a
-trial does), 5 nodes, seed 1.
+trial does), 5 nodes, seed 1. 20 trials took 432 s on 2 shared cores (marked
+``slow`` as well as ``lab``; ``MA_CHAOS_TRIALS=3`` takes under a minute).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def test_chaos_loses_and_duplicates_nothing():
     assert report["trials"] == TRIALS and report["agents"] == TRIALS * 3
     assert report["lost"] == 0 and report["duplicated"] == 0 and report["wrong_output"] == 0, out.stderr[-5000:]
     assert report["generation_backwards"] == 0 and report["finished"] == report["agents"]
+    assert "diverged_text" in report  # model text flips at near-ties: reported, not a failure (see the runner)
     assert sum(report["faults"].values()) > TRIALS  # the nemesis really struck
     assert out.returncode == 0
     # Nothing left behind: no namespace of this run remains.
