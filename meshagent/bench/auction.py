@@ -3,8 +3,9 @@
 Starts a home node and ``--peers`` other ``meshagent join`` processes on
 loopback (a mix of emulated phones, Pis, laptops, GPU boxes and cloud nodes,
 each with its generated model), waits until the home node sees them all, then
-holds ``--rounds`` auctions for an LLM step any of them could run (the call
-goes to at most the bounded fan-out). Each decision's time is measured from
+holds ``--rounds`` auctions, ten a second (bidders rate-limit calls for bids
+per peer), for an LLM step any of them could run (the call goes to at most
+the bounded fan-out). Each decision's time is measured from
 sending the calls for bids to the ranked decision, awards and releases
 excluded; messages count every frame sent or received for the decision,
 awards and releases included.
@@ -68,6 +69,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             messages: list[int] = []
             invited: list[int] = []
             for _ in range(args.rounds):
+                time.sleep(0.1)  # ten decisions a second: within every bidder's limit on calls for bids
                 r = home.call("auction", {"requirement": "", "privacy": "any", "context_tokens": 500, "output_tokens": 64, "award": True})
                 decisions.append(r["decision_ms"])
                 messages.append(r["messages"])

@@ -211,20 +211,22 @@ class PlacementService:
                 frame = await stream.receive_frame_or_eof(_MAX_MSG)
             if frame is None:
                 break
-            if not self._allow(stream.peer):
-                await stream.reset()
-                return
             with trio.fail_after(10):
-                await self._handle(stream, frame)
+                if not await self._handle(stream, frame):
+                    await stream.reset()
+                    return
         await stream.close()
 
-    async def _handle(self, stream: Stream, frame: bytes) -> None:
+    async def _handle(self, stream: Stream, frame: bytes) -> bool:
+        """Handle one message; False when the peer went over its rate of calls for bids."""
         signer, msg = auction.decode(frame, now=time.time())
         if signer != stream.peer:
             raise RemoteProtocolError(f"{stream.peer} relayed a message signed by {signer}")
         key = self._members.signing_key
         match msg:
             case CallForBids():
+                if not self._allow(stream.peer):
+                    return False
                 await stream.send_frame(auction.encode(self.answer(msg), key))
             case Award():
                 if msg.winner == self._host.peer_id:
@@ -237,6 +239,7 @@ class PlacementService:
                 self._judge(signer, msg)
             case _:
                 raise RemoteProtocolError(f"unexpected {type(msg).__name__} on the auction protocol")
+        return True
 
     # --- auctioneer side ---------------------------------------------------------
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import hashlib
 import re
 import typing
@@ -243,8 +244,13 @@ def decode(data: bytes, *, now: float | None = None) -> tuple[PeerId, Message]:
     return env.signer, msg
 
 
+@functools.cache
+def _hints(cls: type) -> dict[str, object]:
+    return typing.get_type_hints(cls)
+
+
 def _from_map(cls: type, m: dict[str | int, Value]) -> Message:
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     kwargs: dict[str, object] = {}
     for f in dataclasses.fields(cls):
         t = hints[f.name]

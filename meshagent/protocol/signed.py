@@ -16,6 +16,7 @@ authenticates on every connection.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Final, NewType
 
@@ -47,6 +48,7 @@ _PB_PREFIX: Final = b"\x08\x01\x12\x20"
 _MH_PREFIX: Final = b"\x00\x24"
 
 
+@functools.lru_cache(maxsize=4096)
 def peer_id_from_public_key(public_key: bytes) -> PeerId:
     """The libp2p peer id of an Ed25519 public key (32 raw bytes)."""
     if len(public_key) != _PUB:
