@@ -44,6 +44,7 @@ from meshagent.errors import (
     MeshError,
     StackLimitExceeded,
 )
+from meshagent.runtime.agent_control import AgentControl
 from meshagent.runtime.components import ComponentCache, LoadedComponent
 from meshagent.runtime.hooks import AgentHooks, StandaloneHooks
 from meshagent.runtime.host_state import HostState
@@ -58,7 +59,6 @@ from meshagent.runtime.tools.registry import ToolBox
 from meshagent.runtime.tools.runtime import ToolRuntime, default_tool_runtime, manifest_of
 from meshagent.runtime.tools.spec import ToolResult
 from meshagent.runtime.traps import map_trap, trap_text
-from meshagent.runtime.vfs import FileView
 
 __all__ = ["ComponentAgent", "HOST_INTERFACE", "DETERMINISTIC_ENV"]
 
@@ -77,7 +77,7 @@ def _instance_named(imports: tuple[str, ...], prefix: str) -> str | None:
     return next((name for name in imports if name.split("@", 1)[0] == prefix), None)
 
 
-class ComponentAgent:
+class ComponentAgent(AgentControl):
     """One component agent: its journal and, while it runs, its wasmtime Store."""
 
     def __init__(
@@ -108,7 +108,7 @@ class ComponentAgent:
         self._rollback_request: Rollback | None = None
         self.tool_runtime = tools or default_tool_runtime()
         self.replays = 0
-        self.suspend_at: int | None = None
+        self.suspend_at = None
         self._suspend_reason: str | None = None
         self._pending: BaseException | None = None
         self.manifest = manifest_of(self.loaded.sha256, self.loaded.wasm)
@@ -144,51 +144,8 @@ class ComponentAgent:
         self._error: MeshError | None = None
 
     @property
-    def position(self) -> int:
-        return self._pos
-
-    @property
-    def fs(self) -> FileView:
-        return FileView(self.vfs, self.state.written)
-
-    @property
     def style(self) -> str:
         return "command"
-
-    def request_suspend(self, reason: str = "suspended by the node") -> None:
-        """Stop at the next live host call (thread-safe); ``run`` then returns a suspended outcome."""
-        self._suspend_reason = reason
-
-    def clear_suspend(self) -> None:
-        self._suspend_reason = None
-
-    @property
-    def suspend_requested(self) -> bool:
-        return self._suspend_reason is not None
-
-    def add_label(self, label: str) -> int:
-        position = len(self.journal)
-        self.labels[label] = position
-        return position
-
-    def find_label(self, label: str) -> int:
-        raw = label.encode()
-        for index in range(len(self.journal) - 1, -1, -1):
-            if self.journal[index].name == "checkpoint" and self.journal[index].data == raw:
-                return index
-        if label in self.labels:
-            return self.labels[label]
-        raise CheckpointNotFound(f"agent {self.agent_id} has no checkpoint labelled {label!r}")
-
-    def request_rollback(self, label: str) -> int:
-        """Roll back to ``label`` at the next live host call (or now if the agent is not running)."""
-        request = Rollback(label, self.find_label(label))
-        if self.status == "running":
-            self._rollback_request = request
-        else:
-            self._apply_rollback(request)
-            self.status, self.exit_code, self.error_text = "ready", None, None
-        return request.position
 
     def _apply_rollback(self, rb: Rollback) -> None:
         self.rollbacks[rb.label] = self.rollbacks.get(rb.label, 0) + 1
@@ -231,14 +188,7 @@ class ComponentAgent:
                 raise DivergenceError(f"replay of agent {self.agent_id} diverged at journal entry {pos}: {name} returned {ret}")
             return ret, data
         self.from_journal = False
-        if self._suspend_reason is not None:
-            raise Suspend(self._suspend_reason)
-        if self.suspend_at is not None and len(self.journal) >= self.suspend_at:
-            self.suspend_at = None
-            raise Suspend(f"suspended at host call {len(self.journal)} as requested")
-        if self._rollback_request is not None:
-            request, self._rollback_request = self._rollback_request, None
-            raise request
+        self._before_live()
         ret, data = live()
         entry = Entry(name, dig, ret, data if nondet else None)
         self.journal.append(entry)
@@ -496,10 +446,6 @@ class ComponentAgent:
         self.error_text = f"{type(error).__name__}: {error}" if error is not None else None
         return self.outcome()
 
-    def outcome(self) -> Outcome:
-        return Outcome(agent_id=self.agent_id, parent_id=self.parent_id, status=self.status, exit_code=self.exit_code,
-                       stdout=bytes(self.state.stdout), stderr=bytes(self.state.stderr), host_calls=len(self.journal),
-                       error=self._error, error_text=self.error_text)
 
 
 def component_snapshot(wasm: bytes, components: ComponentCache, *, agent_id: str, args: tuple[str, ...] = (),

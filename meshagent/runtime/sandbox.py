@@ -31,7 +31,6 @@ from meshagent.config import SandboxLimits
 from meshagent.errors import (
     AgentError,
     AgentExit,
-    CheckpointNotFound,
     DivergenceError,
     JournalError,
     LinkError,
@@ -40,6 +39,7 @@ from meshagent.errors import (
     ModuleError,
 )
 from meshagent.protocol import codec
+from meshagent.runtime.agent_control import AgentControl
 from meshagent.runtime.guest_memory import GuestMemory
 from meshagent.runtime.hooks import AgentHooks, StandaloneHooks
 from meshagent.runtime.host_state import HostState
@@ -53,7 +53,6 @@ from meshagent.runtime.snapshot import AgentSnapshot, MemoryImage
 from meshagent.runtime.tools.registry import ToolBox
 from meshagent.runtime.tools.runtime import ToolRuntime, default_tool_runtime, manifest_of
 from meshagent.runtime.traps import map_trap, trap_text
-from meshagent.runtime.vfs import FileView
 from meshagent.runtime.wasi import WASI_NAMES, func_type, wasi_functions
 
 __all__ = ["Agent", "RestoreStats", "AgentHooks", "StandaloneHooks", "HostCalls", "KNOWN_IMPORTS"]
@@ -80,7 +79,7 @@ class RestoreStats:
     replayed_calls: int
 
 
-class Agent:
+class Agent(AgentControl):
     """An agent: its journal and, while it runs, its sandbox."""
 
     def __init__(
@@ -114,8 +113,7 @@ class Agent:
         self.loaded = loaded
         self.manifest = manifest_of(loaded.sha256, loaded.wasm)
         self._load(snapshot)
-        self.suspend_at: int | None = None
-        """Suspend before the live host call that would make the journal this long (tests, benchmarks)."""
+        self.suspend_at = None
         self.replays = 0
         """How often --verify-replay restored this agent from its own snapshot bytes."""
         self.last_restore: RestoreStats | None = None
@@ -169,15 +167,6 @@ class Agent:
             self.tools.carried = self.tool_modules
 
     @property
-    def position(self) -> int:
-        return self._pos
-
-    @property
-    def fs(self) -> FileView:
-        """The agent's files at this point of its run: the snapshot's files plus its writes so far."""
-        return FileView(self.vfs, self.state.written)
-
-    @property
     def style(self) -> str:
         return self.loaded.style
 
@@ -207,44 +196,6 @@ class Agent:
             exit_code=self.exit_code,
             error=self.error_text,
         )
-
-    def request_suspend(self, reason: str = "suspended by the node") -> None:
-        """Stop at the next host call (thread-safe); ``run`` then returns a suspended outcome."""
-        self._suspend_reason = reason
-
-    def clear_suspend(self) -> None:
-        self._suspend_reason = None
-
-    @property
-    def suspend_requested(self) -> bool:
-        return self._suspend_reason is not None
-
-    def add_label(self, label: str) -> int:
-        """An outside checkpoint at the current end of the journal; returns its position."""
-        position = len(self.journal)
-        self.labels[label] = position
-        return position
-
-    def find_label(self, label: str) -> int:
-        raw = label.encode()
-        for index in range(len(self.journal) - 1, -1, -1):
-            entry = self.journal[index]
-            if entry.name == "checkpoint" and entry.data == raw:
-                return index
-        if label in self.labels:
-            return self.labels[label]
-        raise CheckpointNotFound(f"agent {self.agent_id} has no checkpoint labelled {label!r}")
-
-    def request_rollback(self, label: str) -> int:
-        """Roll back to ``label`` at the next host call (or now if the agent is not running)."""
-        position = self.find_label(label)
-        request = Rollback(label, position)
-        if self.status == "running":
-            self._rollback_request = request
-        else:
-            self._apply_rollback(request)
-            self.status, self.exit_code, self.error_text = "ready", None, None
-        return position
 
     # --- the host-call journal (used by wasi.py and mesh_abi.py) ----------
 
@@ -292,16 +243,6 @@ class Agent:
         if self._verify and name != "proc_exit":
             raise _Migrate()
         return ret, data
-
-    def _before_live(self) -> None:
-        if self._suspend_reason is not None:
-            raise Suspend(self._suspend_reason)
-        if self.suspend_at is not None and len(self.journal) >= self.suspend_at:
-            self.suspend_at = None
-            raise Suspend(f"suspended at host call {len(self.journal)} as requested")
-        if self._rollback_request is not None:
-            request, self._rollback_request = self._rollback_request, None
-            raise request
 
     def spawn_children(self, dig: bytes, n: int) -> list[str]:
         base = self.snapshot(include_module=False, capture_image=False)
@@ -395,19 +336,6 @@ class Agent:
         wire = codec.encode([export, list(args)])
         self.call_digest("@invoke", digest("@invoke", wire), lambda: (0, wire), nondet=True)
         return self._invoke_guest(export, *args)
-
-    def outcome(self) -> Outcome:
-        return Outcome(
-            agent_id=self.agent_id,
-            parent_id=self.parent_id,
-            status=self.status,
-            exit_code=self.exit_code,
-            stdout=bytes(self.state.stdout),
-            stderr=bytes(self.state.stderr),
-            host_calls=len(self.journal),
-            error=self._error,
-            error_text=self.error_text,
-        )
 
     def _end(self, status: str, code: int | None, error: MeshError | None) -> Outcome:
         if self._store is not None and self.style == "command":

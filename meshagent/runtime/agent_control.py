@@ -1,0 +1,117 @@
+"""What the node asks of an agent, the same for core WASI agents and component (Python) agents.
+
+Suspension, outside labels and rollbacks: the node asks from another thread, and
+the agent acts on the request at its next *live* host call (:meth:`AgentControl._before_live`),
+never in the middle of a replay.
+"""
+
+from __future__ import annotations
+
+from meshagent.errors import CheckpointNotFound, MeshError
+from meshagent.runtime.host_state import HostState
+from meshagent.runtime.journal import Journal
+from meshagent.runtime.mesh_abi import Rollback
+from meshagent.runtime.outcome import Outcome
+from meshagent.runtime.services import Suspend
+from meshagent.runtime.vfs import FileView, VirtualFs
+
+__all__ = ["AgentControl"]
+
+
+class AgentControl:
+    """Mixin of :class:`~meshagent.runtime.sandbox.Agent` and :class:`~meshagent.runtime.component_agent.ComponentAgent`.
+
+    The class using it sets the attributes below and implements :meth:`_apply_rollback`
+    (what a rollback discards differs: a core agent also drops its Store and memory image).
+    """
+
+    agent_id: str
+    parent_id: str | None
+    journal: Journal
+    labels: dict[str, int]
+    status: str
+    exit_code: int | None
+    error_text: str | None
+    vfs: VirtualFs
+    state: HostState
+    suspend_at: int | None
+    """Suspend before the live host call that would make the journal this long (tests, benchmarks)."""
+    _pos: int
+    _error: MeshError | None
+    _suspend_reason: str | None
+    _rollback_request: Rollback | None
+
+    @property
+    def position(self) -> int:
+        return self._pos
+
+    @property
+    def fs(self) -> FileView:
+        """The agent's files at this point of its run: the snapshot's files plus its writes so far."""
+        return FileView(self.vfs, self.state.written)
+
+    def request_suspend(self, reason: str = "suspended by the node") -> None:
+        """Stop at the next live host call (thread-safe); ``run`` then returns a suspended outcome."""
+        self._suspend_reason = reason
+
+    def clear_suspend(self) -> None:
+        self._suspend_reason = None
+
+    @property
+    def suspend_requested(self) -> bool:
+        return self._suspend_reason is not None
+
+    def add_label(self, label: str) -> int:
+        """An outside checkpoint at the current end of the journal; returns its position."""
+        position = len(self.journal)
+        self.labels[label] = position
+        return position
+
+    def find_label(self, label: str) -> int:
+        """The latest ``checkpoint(label)`` in the journal, else the outside label of that name."""
+        raw = label.encode()
+        for index in range(len(self.journal) - 1, -1, -1):
+            entry = self.journal[index]
+            if entry.name == "checkpoint" and entry.data == raw:
+                return index
+        if label in self.labels:
+            return self.labels[label]
+        raise CheckpointNotFound(f"agent {self.agent_id} has no checkpoint labelled {label!r}")
+
+    def request_rollback(self, label: str) -> int:
+        """Roll back to ``label`` at the next live host call (or now if the agent is not running)."""
+        position = self.find_label(label)
+        request = Rollback(label, position)
+        if self.status == "running":
+            self._rollback_request = request
+        else:
+            self._apply_rollback(request)
+            self.status, self.exit_code, self.error_text = "ready", None, None
+        return position
+
+    def _apply_rollback(self, rb: Rollback) -> None:
+        raise NotImplementedError
+
+    def _before_live(self) -> None:
+        """Act on the node's requests before a live host call: raise :class:`Suspend` or the :class:`Rollback`."""
+        if self._suspend_reason is not None:
+            raise Suspend(self._suspend_reason)
+        if self.suspend_at is not None and len(self.journal) >= self.suspend_at:
+            self.suspend_at = None
+            raise Suspend(f"suspended at host call {len(self.journal)} as requested")
+        if self._rollback_request is not None:
+            request, self._rollback_request = self._rollback_request, None
+            raise request
+
+    def outcome(self) -> Outcome:
+        return Outcome(
+            agent_id=self.agent_id,
+            parent_id=self.parent_id,
+            status=self.status,
+            exit_code=self.exit_code,
+            stdout=bytes(self.state.stdout),
+            stderr=bytes(self.state.stderr),
+            host_calls=len(self.journal),
+            error=self._error,
+            error_text=self.error_text,
+        )
