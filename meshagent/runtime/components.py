@@ -19,6 +19,7 @@ import wasmtime
 from wasmtime import component as wc
 
 from meshagent.errors import ModuleError
+from meshagent.runtime.compile_cache import read_compiled, write_compiled
 from meshagent.runtime.modules import _CACHE_TAG, MAX_MODULE_BYTES, sha256_hex
 from meshagent.runtime.traps import trap_text
 
@@ -74,23 +75,14 @@ class ComponentCache:
 
     def _compile(self, sha: str, wasm: bytes) -> wc.Component:
         path = self._dir / f"{sha}.{_CACHE_TAG}.ccwasm" if self._dir is not None else None
-        if path is not None and path.is_file():
-            try:
-                return wc.Component.deserialize_file(self._engine, str(path))
-            except wasmtime.WasmtimeError as exc:
-                log.warning("discarding unusable compiled-component cache %s: %s", path, exc)
-                path.unlink(missing_ok=True)
+        cached = read_compiled(path, lambda file: wc.Component.deserialize_file(self._engine, file), "compiled-component")
+        if cached is not None:
+            return cached
         log.info("compiling component %s… (%d bytes); this takes a while once", sha[:16], len(wasm))
         try:
             component = wc.Component(self._engine, wasm)
         except wasmtime.WasmtimeError as exc:
             raise ModuleError(f"not a valid WebAssembly component ({trap_text(exc)}); rebuild it with `meshagent build`") from exc
         if path is not None:
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(".tmp")
-                tmp.write_bytes(bytes(component.serialize()))
-                tmp.replace(path)
-            except OSError as exc:
-                log.warning("cannot write compiled-component cache %s: %s", path, exc)
+            write_compiled(path, bytes(component.serialize()), "compiled-component")
         return component

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +18,10 @@ from typing import Final
 import wasmtime
 
 from meshagent.errors import LinkError, ModuleError
+from meshagent.runtime.compile_cache import read_compiled, write_compiled
 from meshagent.runtime.instrument import export_mutable_globals
 
 __all__ = ["LoadedModule", "ModuleCache", "engine_for", "sha256_hex", "MAX_MODULE_BYTES"]
-
-log = logging.getLogger(__name__)
 
 MAX_MODULE_BYTES: Final = 64 << 20
 def _wasmtime_version() -> str:
@@ -129,12 +127,9 @@ class ModuleCache:
 
     def _compile(self, sha: str, wasm: bytes) -> wasmtime.Module:
         path = self._dir / f"{sha}.{_CACHE_TAG}.cwasm" if self._dir else None
-        if path is not None and path.is_file():
-            try:
-                return wasmtime.Module.deserialize_file(self._engine, str(path))
-            except wasmtime.WasmtimeError as exc:
-                log.warning("discarding unusable compiled-module cache %s: %s", path, exc)
-                path.unlink(missing_ok=True)
+        cached = read_compiled(path, lambda file: wasmtime.Module.deserialize_file(self._engine, file), "compiled-module")
+        if cached is not None:
+            return cached
         try:
             module = wasmtime.Module(self._engine, wasm)
         except wasmtime.WasmtimeError as exc:
@@ -142,11 +137,5 @@ class ModuleCache:
             detail = ": ".join(lines) or "invalid module"
             raise ModuleError(f"not a valid WebAssembly module ({detail}); rebuild it with `meshagent build`") from exc
         if path is not None:
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(".tmp")
-                tmp.write_bytes(bytes(module.serialize()))
-                tmp.replace(path)
-            except OSError as exc:
-                log.warning("cannot write compiled-module cache %s: %s", path, exc)
+            write_compiled(path, bytes(module.serialize()), "compiled-module")
         return module

@@ -18,7 +18,6 @@ a thread-local, so a warm run costs a Store, an instantiation and the run.
 from __future__ import annotations
 
 import hashlib
-import logging
 import struct
 import threading
 from collections.abc import Callable
@@ -30,6 +29,7 @@ import wasmtime
 
 from meshagent.config import SandboxLimits
 from meshagent.errors import AgentExit, MemoryLimitExceeded, MeshError, ModuleError
+from meshagent.runtime.compile_cache import read_compiled, write_compiled
 from meshagent.runtime.guest_memory import GuestMemory
 from meshagent.runtime.host_state import HostState
 from meshagent.runtime.traps import map_trap, trap_text
@@ -38,8 +38,6 @@ from meshagent.runtime.wasi import MODULE as WASI_MODULE
 from meshagent.runtime.wasi import WASI_NAMES, func_type, wasi_functions
 
 __all__ = ["ToolModules", "WasiToolRun", "run_wasi_tool", "MAX_TOOL_OUTPUT", "MAX_TOOL_MODULE"]
-
-log = logging.getLogger(__name__)
 
 MAX_TOOL_OUTPUT: Final = 1 << 20
 MAX_TOOL_MODULE: Final = 32 << 20
@@ -206,24 +204,15 @@ class ToolModules:
 
     def _load(self, sha256: str, wasm: bytes) -> wasmtime.Module:
         path = self._dir / f"{sha256}.tool.cwasm" if self._dir is not None else None
-        if path is not None and path.is_file():
-            try:
-                return wasmtime.Module.deserialize_file(self._engine, str(path))
-            except wasmtime.WasmtimeError as exc:
-                log.warning("discarding unusable compiled-tool cache %s: %s", path, exc)
-                path.unlink(missing_ok=True)
+        cached = read_compiled(path, lambda file: wasmtime.Module.deserialize_file(self._engine, file), "compiled-tool")
+        if cached is not None:
+            return cached
         try:
             module = wasmtime.Module(self._engine, wasm)
         except wasmtime.WasmtimeError as exc:
             raise ModuleError(f"tool {sha256[:16]}… is not a valid WebAssembly module: {trap_text(exc)}") from exc
         if path is not None:
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(".tmp")
-                tmp.write_bytes(bytes(module.serialize()))
-                tmp.replace(path)
-            except OSError as exc:
-                log.warning("cannot write compiled-tool cache %s: %s", path, exc)
+            write_compiled(path, bytes(module.serialize()), "compiled-tool")
         return module
 
 

@@ -1,0 +1,49 @@
+"""Compiled wasm artefacts on disk, shared by agent modules, components and tools.
+
+Compiling is slow (tens of seconds for a Python component), so each cache keeps
+wasmtime's serialized artefact in a file named after the sha256 of the source
+bytes. A file that wasmtime no longer accepts (another wasmtime version, a torn
+write) is discarded and the code compiled again; a cache that cannot be written
+only costs the next compilation.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import wasmtime
+
+__all__ = ["read_compiled", "write_compiled"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def read_compiled(path: Path | None, deserialize_file: Callable[[str], T], what: str) -> T | None:
+    """The artefact cached at ``path``, or ``None`` (no cache, no file, or an unusable file, then removed).
+
+    ``what`` names the cache in warnings (``compiled-module``, ``compiled-tool``...).
+    """
+    if path is None or not path.is_file():
+        return None
+    try:
+        return deserialize_file(str(path))
+    except wasmtime.WasmtimeError as exc:
+        log.warning("discarding unusable %s cache %s: %s", what, path, exc)
+        path.unlink(missing_ok=True)
+        return None
+
+
+def write_compiled(path: Path, artefact: bytes, what: str) -> None:
+    """Cache ``artefact`` at ``path`` (written aside, then renamed, so readers never see half a file)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(artefact)
+        tmp.replace(path)
+    except OSError as exc:
+        log.warning("cannot write %s cache %s: %s", what, path, exc)
