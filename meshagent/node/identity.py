@@ -1,7 +1,10 @@
-"""The node's identity: an Ed25519 key (who it is) and an X25519 key (what it unseals).
+"""The node's identity: an Ed25519 key (who it is) and the sealing keys (what it unseals).
 
-Both are generated on first start and stored as raw 32-byte files in the data
-dir with mode 0600; a key file that group or others can read is refused rather
+The sealing keys are an X25519 key (``sealing.key``) and an ML-KEM-768 key
+(``sealing-pq.key``, its 64-byte seed) that together with the X25519 key form
+the hybrid ML-KEM768-X25519 HPKE key (``[net] sealing_suite = "hybrid"``).
+All are generated on first start (the ML-KEM key also on the first start of
+an older data dir) and stored as raw files in the data dir with mode 0600; a key file that group or others can read is refused rather
 than used. The libp2p peer id derives from the Ed25519 key, so Noise
 authenticates it on every connection. A second process on the same data dir
 is refused by an exclusive lock (see :class:`DataDirLock`).
@@ -16,18 +19,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM768PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
 from meshagent.errors import DuplicateIdentityError, IdentityError
-from meshagent.protocol.advert import bind_sealing_key
+from meshagent.protocol.advert import bind_pq_sealing_key, bind_sealing_key
 from meshagent.protocol.signed import PeerId, peer_id_from_public_key
+from meshagent.protocol.snapshot import SUITE_HYBRID, SUITE_X25519, SealingKey, hybrid_private_key, hybrid_public_bytes
 
-__all__ = ["IDENTITY_FILE", "SEALING_FILE", "Identity", "load_or_create_identity", "ensure_private_dir", "DataDirLock"]
+__all__ = ["IDENTITY_FILE", "SEALING_FILE", "SEALING_PQ_FILE", "Identity", "load_or_create_identity", "ensure_private_dir", "DataDirLock"]
 
 IDENTITY_FILE: Final = "identity.key"
 SEALING_FILE: Final = "sealing.key"
+SEALING_PQ_FILE: Final = "sealing-pq.key"
+_MLKEM_SEED: Final = 64
 LOCK_FILE: Final = "node.lock"
 
 
@@ -35,6 +43,8 @@ LOCK_FILE: Final = "node.lock"
 class Identity:
     signing_key: Ed25519PrivateKey
     sealing_key: X25519PrivateKey
+    sealing_pq: MLKEM768PrivateKey
+    """The ML-KEM-768 half of the hybrid sealing key (the X25519 half is ``sealing_key``)."""
 
     @property
     def public_key(self) -> bytes:
@@ -53,6 +63,29 @@ class Identity:
         """Signature binding the sealing key to this identity (goes in adverts)."""
         return bind_sealing_key(self.sealing_public, self.signing_key)
 
+    @property
+    def hybrid_sealing_key(self) -> hpke.MLKEM768X25519PrivateKey:
+        """The private key of the hybrid ML-KEM768-X25519 suite."""
+        return hybrid_private_key(self.sealing_pq, self.sealing_key)
+
+    @property
+    def hybrid_public(self) -> bytes:
+        """The advertised hybrid sealing key: ML-KEM-768 public key (1184 bytes) | X25519 public key (32)."""
+        return hybrid_public_bytes(self.sealing_pq, self.sealing_key)
+
+    @property
+    def hybrid_binding(self) -> bytes:
+        """Signature binding the hybrid sealing key to this identity (``sealing_key_pq_sig`` in adverts)."""
+        return bind_pq_sealing_key(self.hybrid_public, self.signing_key)
+
+    def sealing_for(self, suite: str) -> tuple[SealingKey, bytes]:
+        """Our (private key, advertised public key) for an HPKE suite named in a snapshot header."""
+        if suite == SUITE_HYBRID:
+            return self.hybrid_sealing_key, self.hybrid_public
+        if suite == SUITE_X25519:
+            return self.sealing_key, self.sealing_public
+        raise IdentityError(f"no sealing key for the HPKE suite {suite!r}")
+
     def seed(self) -> bytes:
         return self.signing_key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
 
@@ -65,7 +98,7 @@ def ensure_private_dir(path: Path) -> None:
         raise IdentityError(f"data dir {path} is writable by others (mode {stat.S_IMODE(mode):o}); run: chmod 700 {path}")
 
 
-def _read_key(path: Path) -> bytes | None:
+def _read_key(path: Path, size: int = 32) -> bytes | None:
     try:
         st = path.stat()
     except FileNotFoundError:
@@ -75,8 +108,8 @@ def _read_key(path: Path) -> bytes | None:
             f"key file {path} has mode {stat.S_IMODE(st.st_mode):o}; it must be readable by its owner only (run: chmod 600 {path})"
         )
     data = path.read_bytes()
-    if len(data) != 32:
-        raise IdentityError(f"key file {path} is corrupt ({len(data)} bytes, expected 32)")
+    if len(data) != size:
+        raise IdentityError(f"key file {path} is corrupt ({len(data)} bytes, expected {size})")
     return data
 
 
@@ -103,9 +136,15 @@ def load_or_create_identity(data_dir: Path) -> Identity:
     if sealing is None:
         sealing = X25519PrivateKey.generate().private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
         _write_key(seal_path, sealing)
+    pq_path = data_dir / SEALING_PQ_FILE
+    pq_seed = _read_key(pq_path, _MLKEM_SEED)
+    if pq_seed is None:
+        pq_seed = MLKEM768PrivateKey.generate().private_bytes_raw()
+        _write_key(pq_path, pq_seed)
     return Identity(
         signing_key=Ed25519PrivateKey.from_private_bytes(seed),
         sealing_key=X25519PrivateKey.from_private_bytes(sealing),
+        sealing_pq=MLKEM768PrivateKey.from_seed_bytes(pq_seed),
     )
 
 

@@ -4,7 +4,9 @@ An advert is a CBOR map inside a signed envelope (:mod:`meshagent.protocol.signe
 of kind ``advert``. A receiver checks, in this order and before trusting any
 field: the envelope's size and signature; that the payload's ``peer_id`` is the
 signer's; that the sealing key carries a valid binding signature by the same
-identity; that the advert has not expired and was not issued in the future.
+identity (and, when the advert carries a hybrid ML-KEM768-X25519 sealing key,
+that it carries its own binding signature of kind ``sealing-key-pq/1``); that
+the advert has not expired and was not issued in the future.
 Whether its sequence number is new is the peer table's business
 (:mod:`meshagent.protocol.peers`).
 
@@ -29,6 +31,8 @@ __all__ = [
     "ADVERT_KIND",
     "GOODBYE_KIND",
     "SEALING_KEY_KIND",
+    "SEALING_KEY_PQ_KIND",
+    "PQ_SEALING_KEY_BYTES",
     "MAX_ADVERT_BYTES",
     "MAX_CLOCK_SKEW_S",
     "ModelAd",
@@ -36,6 +40,7 @@ __all__ = [
     "Advert",
     "Goodbye",
     "bind_sealing_key",
+    "bind_pq_sealing_key",
     "encode_advert",
     "decode_advert",
     "encode_goodbye",
@@ -45,6 +50,9 @@ __all__ = [
 ADVERT_KIND: Final = "advert/1"
 GOODBYE_KIND: Final = "goodbye/1"
 SEALING_KEY_KIND: Final = "sealing-key/1"
+SEALING_KEY_PQ_KIND: Final = "sealing-key-pq/1"
+PQ_SEALING_KEY_BYTES: Final = 1184 + 32
+"""A hybrid sealing key: ML-KEM-768 public key (1184 bytes) | X25519 public key (32)."""
 MAX_ADVERT_BYTES: Final = 64 * 1024
 MAX_CLOCK_SKEW_S: Final = 30.0
 """Adverts issued further than this in the future are refused."""
@@ -109,6 +117,10 @@ class Advert:
     tags: tuple[str, ...] = ()
     price_per_1k_tokens: float = 0.0
     extra: dict[str, str] = field(default_factory=dict)
+    sealing_key_pq: bytes = b""
+    """Hybrid ML-KEM768-X25519 public key (1184 + 32 bytes) for the hybrid HPKE suite; empty when not offered."""
+    sealing_key_pq_sig: bytes = b""
+    """Signature by the node identity binding ``sealing_key_pq`` to ``peer_id`` (empty with it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,18 +130,25 @@ class Goodbye:
     instance: bytes
 
 
+def _binding_message(kind: str, sealing_public: bytes) -> bytes:
+    return b"meshagent/" + kind.encode() + b"\x00" + sealing_public
+
+
 def bind_sealing_key(sealing_public: bytes, key: Ed25519PrivateKey) -> bytes:
     """The signature that binds a sealing key to an identity (published in adverts)."""
-    return key.sign(b"meshagent/" + SEALING_KEY_KIND.encode() + b"\x00" + sealing_public)
+    return key.sign(_binding_message(SEALING_KEY_KIND, sealing_public))
 
 
-def _check_sealing_binding(public_key: bytes, sealing_key: bytes, sig: bytes) -> None:
+def bind_pq_sealing_key(hybrid_public: bytes, key: Ed25519PrivateKey) -> bytes:
+    """The signature that binds a hybrid ML-KEM768-X25519 sealing key to an identity (its own kind)."""
+    return key.sign(_binding_message(SEALING_KEY_PQ_KIND, hybrid_public))
+
+
+def _check_sealing_binding(public_key: bytes, sealing_key: bytes, sig: bytes, kind: str = SEALING_KEY_KIND) -> None:
     try:
-        Ed25519PublicKey.from_public_bytes(public_key).verify(
-            sig, b"meshagent/" + SEALING_KEY_KIND.encode() + b"\x00" + sealing_key
-        )
+        Ed25519PublicKey.from_public_bytes(public_key).verify(sig, _binding_message(kind, sealing_key))
     except (InvalidSignature, ValueError) as exc:
-        raise SignatureError("the advert's sealing key is not bound to its identity") from exc
+        raise SignatureError(f"the advert's {kind} is not bound to its identity") from exc
 
 
 def encode_advert(advert: Advert, key: Ed25519PrivateKey) -> bytes:
@@ -161,6 +180,12 @@ def decode_advert(blob: bytes, *, now: float, max_size: int = MAX_ADVERT_BYTES) 
     if len(sealing_key) != 32:
         raise DecodeError("sealing key must be 32 bytes")
     _check_sealing_binding(env.public_key, sealing_key, sealing_sig)
+    pq_key = opt_field(m, "sealing_key_pq", bytes, b"")
+    pq_sig = opt_field(m, "sealing_key_pq_sig", bytes, b"")
+    if pq_key or pq_sig:
+        if len(pq_key) != PQ_SEALING_KEY_BYTES:
+            raise DecodeError(f"a hybrid sealing key must be {PQ_SEALING_KEY_BYTES} bytes")
+        _check_sealing_binding(env.public_key, pq_key, pq_sig, SEALING_KEY_PQ_KIND)
     issued_at = get(m, "issued_at", float)
     expires_at = get(m, "expires_at", float)
     if expires_at <= now:
@@ -190,6 +215,8 @@ def decode_advert(blob: bytes, *, now: float, max_size: int = MAX_ADVERT_BYTES) 
         tags=_strs(opt_field(m, "tags", list, []), "tags"),
         price_per_1k_tokens=opt_field(m, "price_per_1k_tokens", float, 0.0),
         extra=_extra(opt_field(m, "extra", dict, {})),
+        sealing_key_pq=pq_key,
+        sealing_key_pq_sig=pq_sig,
     )
 
 

@@ -108,3 +108,78 @@ def test_signed_random_payloads_only_raise_our_errors(value):
         decode_advert(blob, now=1001.0)
     except RemoteProtocolError:
         pass
+
+
+# --- the hybrid (ML-KEM768-X25519) sealing key ------------------------------------
+
+
+def _hybrid_advert(key, **kw):
+    from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM768PrivateKey
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from meshagent.protocol.advert import bind_pq_sealing_key
+    from meshagent.protocol.snapshot import hybrid_public_bytes
+
+    pq = hybrid_public_bytes(MLKEM768PrivateKey.generate(), X25519PrivateKey.generate())
+    return make_advert(key, sealing_key_pq=pq, sealing_key_pq_sig=bind_pq_sealing_key(pq, key), **kw)
+
+
+def test_hybrid_key_roundtrip(key):
+    ad = _hybrid_advert(key)
+    assert len(ad.sealing_key_pq) == 1184 + 32
+    assert decode_advert(encode_advert(ad, key), now=1001.0) == ad
+
+
+def test_no_hybrid_key_decodes_empty(key):
+    ad = decode_advert(encode_advert(make_advert(key), key), now=1001.0)
+    assert ad.sealing_key_pq == b"" and ad.sealing_key_pq_sig == b""
+
+
+def test_old_advert_without_hybrid_fields_still_decodes(key):
+    from meshagent.protocol import codec
+    from meshagent.protocol.advert import ADVERT_KIND
+
+    ad = make_advert(key)
+    payload = dataclasses.asdict(ad)
+    del payload["sealing_key_pq"], payload["sealing_key_pq_sig"]
+    payload["hardware"] = dataclasses.asdict(ad.hardware)
+    payload["addrs"] = list(ad.addrs)
+    payload["models"] = [{**dataclasses.asdict(m), "tags": list(m.tags)} for m in ad.models]
+    payload["tags"] = list(ad.tags)
+    payload["hardware"]["accelerators"] = list(ad.hardware.accelerators)
+    blob = signed.sign(ADVERT_KIND, codec.encode(payload), key)
+    assert decode_advert(blob, now=1001.0) == ad
+
+
+def test_hybrid_key_binding_forged_is_refused(key):
+    other = make_key()
+    ad = _hybrid_advert(key)
+    # A binding by another identity.
+    from meshagent.protocol.advert import bind_pq_sealing_key, bind_sealing_key
+
+    forged = dataclasses.replace(ad, sealing_key_pq_sig=bind_pq_sealing_key(ad.sealing_key_pq, other))
+    with pytest.raises(SignatureError):
+        decode_advert(encode_advert(forged, key), now=1001.0)
+    # The X25519 binding reused for the hybrid key: the kinds are domain-separated.
+
+    cross = dataclasses.replace(ad, sealing_key_pq_sig=bind_sealing_key(ad.sealing_key_pq, key))
+    with pytest.raises(SignatureError):
+        decode_advert(encode_advert(cross, key), now=1001.0)
+    # Another key under a valid binding of the first one.
+    swapped = dataclasses.replace(ad, sealing_key_pq=_hybrid_advert(key).sealing_key_pq)
+    with pytest.raises(SignatureError):
+        decode_advert(encode_advert(swapped, key), now=1001.0)
+    # A signature without a key, and a key of the wrong size.
+    with pytest.raises(DecodeError):
+        decode_advert(encode_advert(dataclasses.replace(ad, sealing_key_pq=b""), key), now=1001.0)
+    with pytest.raises(DecodeError):
+        decode_advert(encode_advert(dataclasses.replace(ad, sealing_key_pq=ad.sealing_key_pq[:-1]), key), now=1001.0)
+
+
+def test_every_flipped_byte_of_a_hybrid_advert_is_refused(key):
+    blob = encode_advert(_hybrid_advert(key), key)
+    for i in range(len(blob)):
+        bad = bytearray(blob)
+        bad[i] ^= 0x01
+        with pytest.raises(RemoteProtocolError):
+            decode_advert(bytes(bad), now=1001.0)
