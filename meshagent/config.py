@@ -21,6 +21,7 @@ from meshagent.errors import ConfigError
 __all__ = [
     "DEFAULT_PORT",
     "PROFILES",
+    "SEALING_SUITES",
     "Config",
     "NodeConfig",
     "NetConfig",
@@ -39,6 +40,9 @@ DEFAULT_API_PORT: Final = 4780
 """Default port of the OpenAI-compatible API and dashboard; when it is taken one of the next 20, else any free port."""
 
 PROFILES: Final = ("phone", "pi", "laptop", "gpu", "cloud")
+
+SEALING_SUITES: Final = ("x25519", "hybrid")
+"""``[net] sealing_suite``: HPKE X25519, or the hybrid ML-KEM768-X25519 suite."""
 
 
 def default_data_dir() -> Path:
@@ -73,6 +77,9 @@ class NetConfig:
     """Restrict mDNS and advertised addresses to this interface (e.g. wlan0)."""
     max_frame_bytes: int = 1 << 20
     max_peers_exchanged: int = 64
+    sealing_suite: str = "x25519"
+    """HPKE suite for snapshots this node seals: ``x25519``, or ``hybrid`` (ML-KEM768-X25519; the node
+    then also advertises its hybrid key and seals with it to every peer that advertises one)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,4 +189,6 @@ def load_config(path: Path | None) -> Config:
     )
     if config.node.profile and config.node.profile not in PROFILES:
         raise ConfigError(f"{path}: profile must be one of {', '.join(PROFILES)}")
+    if config.net.sealing_suite not in SEALING_SUITES:
+        raise ConfigError(f"{path}: [net] sealing_suite must be one of {', '.join(SEALING_SUITES)}")
     return config

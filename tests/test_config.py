@@ -40,3 +40,13 @@ def test_unknown_key_and_bad_profile(tmp_path):
     p.write_text("[node\n")
     with pytest.raises(ConfigError):
         load_config(p)
+
+
+def test_sealing_suite(tmp_path):
+    assert Config().net.sealing_suite == "x25519"
+    p = tmp_path / "c.toml"
+    p.write_text('[net]\nsealing_suite = "hybrid"\n')
+    assert load_config(p).net.sealing_suite == "hybrid"
+    p.write_text('[net]\nsealing_suite = "rsa"\n')
+    with pytest.raises(ConfigError, match="sealing_suite"):
+        load_config(p)
