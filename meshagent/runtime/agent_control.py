@@ -1,5 +1,7 @@
-"""What the node asks of an agent, the same for core WASI agents and component (Python) agents.
+"""What core WASI agents and component (Python) agents share: their truth and the node's requests.
 
+An agent's truth (identity, inputs, journal, labels, rollback counts, status) is
+loaded from a snapshot and rewound by a rollback the same way for both kinds.
 Suspension, outside labels and rollbacks: the node asks from another thread, and
 the agent acts on the request at its next *live* host call (:meth:`AgentControl._before_live`),
 never in the middle of a replay.
@@ -7,12 +9,14 @@ never in the middle of a replay.
 
 from __future__ import annotations
 
+from meshagent.config import SandboxLimits
 from meshagent.errors import CheckpointNotFound, MeshError
 from meshagent.runtime.host_state import HostState
 from meshagent.runtime.journal import Journal
 from meshagent.runtime.mesh_abi import Rollback
 from meshagent.runtime.outcome import Outcome
 from meshagent.runtime.services import Suspend
+from meshagent.runtime.snapshot import AgentSnapshot
 from meshagent.runtime.vfs import FileView, VirtualFs
 
 __all__ = ["AgentControl"]
@@ -21,13 +25,19 @@ __all__ = ["AgentControl"]
 class AgentControl:
     """Mixin of :class:`~meshagent.runtime.sandbox.Agent` and :class:`~meshagent.runtime.component_agent.ComponentAgent`.
 
-    The class using it sets the attributes below and implements :meth:`_apply_rollback`
-    (what a rollback discards differs: a core agent also drops its Store and memory image).
+    The class using it loads its truth with :meth:`_load_truth`, sets ``limits``, ``suspend_at``,
+    ``_suspend_reason``, ``_rollback_request`` and ``_error``, and implements :meth:`_apply_rollback`
+    around :meth:`_rewind` (what else a rollback discards differs: a core agent also drops its
+    Store and memory image).
     """
 
+    limits: SandboxLimits
     agent_id: str
     parent_id: str | None
+    argv: tuple[str, ...]
+    env: tuple[tuple[str, str], ...]
     journal: Journal
+    rollbacks: dict[str, int]
     labels: dict[str, int]
     status: str
     exit_code: int | None
@@ -40,6 +50,28 @@ class AgentControl:
     _error: MeshError | None
     _suspend_reason: str | None
     _rollback_request: Rollback | None
+
+    def _load_truth(self, snap: AgentSnapshot) -> None:
+        """Identity, inputs, journal, labels and status from ``snap``; no run yet (position 0)."""
+        self.agent_id = snap.agent_id
+        self.parent_id = snap.parent_id
+        self.argv = snap.args
+        self.env = snap.env
+        self.vfs = snap.vfs
+        self.journal = Journal(list(snap.journal), limit=self.limits.journal_bytes)
+        self.rollbacks = dict(snap.rollbacks)
+        self.labels = dict(snap.labels)
+        self.status = snap.status
+        self.exit_code = snap.exit_code
+        self.error_text = snap.error
+        self.state = HostState()
+        self._pos = 0
+
+    def _rewind(self, rb: Rollback) -> None:
+        """Count the rollback and cut the journal (and the labels past it) back to ``rb.position``."""
+        self.rollbacks[rb.label] = self.rollbacks.get(rb.label, 0) + 1
+        self.journal.truncate(rb.position)
+        self.labels = {k: v for k, v in self.labels.items() if v <= rb.position}
 
     @property
     def position(self) -> int:

@@ -113,44 +113,23 @@ class ComponentAgent(AgentControl):
         self._pending: BaseException | None = None
         self.manifest = manifest_of(self.loaded.sha256, self.loaded.wasm)
         self._load(snapshot)
-        for spec in self.manifest.tools:  # carry the declared tools this node has, so they travel
-            if spec.sha256 not in self.carried_tools:
-                found = self.tool_runtime.store.get(spec.sha256, fetch=False)
-                if found is not None:
-                    self.carried_tools[spec.sha256] = found
-        for sha, wasm in self.carried_tools.items():
-            if not self.tool_runtime.store.has(sha):
-                self.tool_runtime.store.put(wasm)
+        self.tool_runtime.carry(self.manifest, self.carried_tools)
         self.tools = ToolBox(agent_id=self.agent_id, manifest=self.manifest, carried=self.carried_tools,
                              modules=self.tool_runtime.modules, store=self.tool_runtime.store, services=self.services)
 
     def _load(self, snap: AgentSnapshot) -> None:
-        self.agent_id = snap.agent_id
-        self.parent_id = snap.parent_id
-        self.argv = snap.args
-        self.env = snap.env
-        self.vfs = snap.vfs
+        self._load_truth(snap)
         self.carried_tools = dict(snap.tools)
         if getattr(self, "tools", None) is not None:
             self.tools.carried = self.carried_tools
-        self.journal = Journal(list(snap.journal), limit=self.limits.journal_bytes)
-        self.rollbacks = dict(snap.rollbacks)
-        self.labels = dict(snap.labels)
-        self.status = snap.status
-        self.exit_code = snap.exit_code
-        self.error_text = snap.error
-        self.state = HostState()
-        self._pos = 0
-        self._error: MeshError | None = None
+        self._error = None
 
     @property
     def style(self) -> str:
         return "command"
 
     def _apply_rollback(self, rb: Rollback) -> None:
-        self.rollbacks[rb.label] = self.rollbacks.get(rb.label, 0) + 1
-        self.journal.truncate(rb.position)
-        self.labels = {k: v for k, v in self.labels.items() if v <= rb.position}
+        self._rewind(rb)
         self._hooks.truncated(self, rb.position)  # type: ignore[arg-type]
 
     def invoke(self, export: str, *args: int) -> int | float | None:

@@ -137,29 +137,10 @@ class Agent(AgentControl):
     # --- state -----------------------------------------------------------
 
     def _load(self, snap: AgentSnapshot) -> None:
-        self.agent_id = snap.agent_id
-        self.parent_id = snap.parent_id
-        self.argv = snap.args
-        self.env = snap.env
-        self.vfs = snap.vfs
-        self.journal = Journal(list(snap.journal), limit=self.limits.journal_bytes)
+        self._load_truth(snap)
         self.image = snap.image
-        self.rollbacks = dict(snap.rollbacks)
-        self.labels = dict(snap.labels)
-        self.status = snap.status
-        self.exit_code = snap.exit_code
-        self.error_text = snap.error
-        self.state = HostState()
-        self._pos = 0
         self.tool_modules = dict(snap.tools)
-        for spec in self.manifest.tools:  # carry the declared tools this node has, so they travel
-            if spec.sha256 not in self.tool_modules:
-                found = self.tool_runtime.store.get(spec.sha256, fetch=False)
-                if found is not None:
-                    self.tool_modules[spec.sha256] = found
-        for sha, wasm in self.tool_modules.items():
-            if not self.tool_runtime.store.has(sha):
-                self.tool_runtime.store.put(wasm)
+        self.tool_runtime.carry(self.manifest, self.tool_modules)
         if getattr(self, "tools", None) is None:
             self.tools = ToolBox(agent_id=self.agent_id, manifest=self.manifest, carried=self.tool_modules,
                                  modules=self.tool_runtime.modules, store=self.tool_runtime.store, services=self.services)
@@ -348,9 +329,7 @@ class Agent(AgentControl):
 
     def _apply_rollback(self, rb: Rollback) -> None:
         self._discard()
-        self.rollbacks[rb.label] = self.rollbacks.get(rb.label, 0) + 1
-        self.journal.truncate(rb.position)
-        self.labels = {k: v for k, v in self.labels.items() if v <= rb.position}
+        self._rewind(rb)
         if self.image is not None and self.image.position > rb.position:
             self.image = None
         self._hooks.truncated(self, rb.position)

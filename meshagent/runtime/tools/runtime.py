@@ -30,6 +30,20 @@ class ToolRuntime:
         compiled = data_dir / "compiled" if data_dir is not None else None
         return cls(ToolModules(engine, compiled), store or ToolStore(data_dir))
 
+    def carry(self, manifest: ToolManifest, carried: dict[str, bytes]) -> None:
+        """Carry with an agent the tools it declares that this node has, so they travel with it.
+
+        Adds them to ``carried`` (the agent's tool modules by sha256), then puts every carried tool in this node's store.
+        """
+        for spec in manifest.tools:
+            if spec.sha256 not in carried:
+                found = self.store.get(spec.sha256, fetch=False)
+                if found is not None:
+                    carried[spec.sha256] = found
+        for sha, wasm in carried.items():
+            if not self.store.has(sha):
+                self.store.put(wasm)
+
 
 _default: ToolRuntime | None = None
 _lock = threading.Lock()
