@@ -270,8 +270,9 @@ class ComponentAgent(AgentControl):
                     journal=Journal([*base.journal, Entry("fork", dig, i, None)], limit=self.limits.journal_bytes))
             for i, child in enumerate(ids)
         ]
-        self._hooks.spawn(self, children)  # type: ignore[arg-type]
+        # The services first: children must find their KV prefix and metadata when they start.
         self.services.fork(self.agent_id, ids)
+        self._hooks.spawn(self, children)  # type: ignore[arg-type]
         return ids
 
     def _wasi_shadows(self) -> dict[str, dict[str, Callable[..., Any]]]:
