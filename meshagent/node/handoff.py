@@ -14,6 +14,12 @@ Durable state, all written before the message that announces it:
 * ``handoffs(role, agent_id, generation, peer, state, path, skip)`` — one row
   per handoff, on each side; ``state`` is a machine state name.
 
+Sealing suite: with ``[net] sealing_suite = "hybrid"`` (``sealing_suite``
+here) a snapshot for a peer that advertises a hybrid key is sealed with
+HPKE ML-KEM768-X25519, and the escrow copy to this node's own hybrid key;
+otherwise with X25519. A receiver opens either suite, with the private key
+matching the suite named in the (signature-verified) header.
+
 Sealed bytes at rest stay sealed: the sender's escrow copy in
 ``handoff/out`` (it can open it with its own key, rule S1) and the receiver's
 copy in ``handoff/in`` (sealed to this node) until the agent resumed.
@@ -109,6 +115,8 @@ class HandoffPeer:
     addrs: tuple[str, ...]
     sealing_key: bytes
     model_hashes: frozenset[str] = frozenset()
+    sealing_key_pq: bytes = b""
+    """The peer's hybrid ML-KEM768-X25519 key (its advert's binding verified); empty when it has none."""
 
 
 PeerLookup = Callable[[PeerId], HandoffPeer | None]
@@ -122,7 +130,7 @@ def peers_from_membership(membership: Any) -> PeerLookup:
         if entry is None:
             return None
         ad = entry.advert
-        return HandoffPeer(ad.peer_id, ad.addrs, ad.sealing_key, frozenset(m.sha256 for m in ad.models))
+        return HandoffPeer(ad.peer_id, ad.addrs, ad.sealing_key, frozenset(m.sha256 for m in ad.models), ad.sealing_key_pq)
 
     return lookup
 
@@ -246,12 +254,16 @@ class HandoffManager:
         trusted: Callable[[PeerId], bool] = lambda peer: False,
         on_lan: Callable[[PeerId], bool] = lambda peer: False,
         admit: Callable[[snap.SnapshotHeader], RejectReason | None] = lambda header: None,
+        sealing_suite: str = "x25519",
     ) -> None:
         """``trusted(peer)``: the peer is one of the owner's devices (trust store, paired);
         ``on_lan(peer)``: found on this link by mDNS, reached without relays. They gate
         ``private`` and ``lan`` agents; ``admit(header)`` may refuse a verified offer
         (e.g. ``RejectReason.FULL`` when the node has no room); ``crash_point`` is a test hook called at each persisted step.
+        ``sealing_suite`` (``[net] sealing_suite``): ``"hybrid"`` seals with ML-KEM768-X25519 to peers advertising a hybrid key.
         """
+        if sealing_suite not in ("x25519", "hybrid"):
+            raise ValueError(f"unknown sealing suite {sealing_suite!r}")
         self._dir = data_dir / "handoff"
         self._db_path = data_dir / DB_NAME
         self._identity = identity
@@ -267,6 +279,7 @@ class HandoffManager:
         self._trusted = trusted
         self._on_lan = on_lan
         self._admit = admit
+        self._hybrid = sealing_suite == "hybrid"
         self._store: HandoffStore | None = None
         self._db_limiter = trio.CapacityLimiter(1)
         self._locks: dict[str, trio.Lock] = {}
@@ -421,6 +434,7 @@ class HandoffManager:
         return {
             "agent": agent_id, "generation": row.generation, "to": to, "via": str(result.via),
             "bytes": result.body_bytes, "resumed": result.resumed, "seconds": round(time.perf_counter() - start, 3),
+            "suite": sealed.header.suite,
         }
 
     async def _seal_out(self, agent_id: str, to: PeerId, info: HandoffPeer, emit: Emit) -> tuple[Row, snap.SealedSnapshot]:
@@ -437,7 +451,8 @@ class HandoffManager:
             self._check_privacy(frozen, to)
             await emit({"phase": "sealing", "done": 0, "total": 0})
             include_kv = frozen.kv_model_hash is not None and frozen.kv_model_hash in info.model_hashes
-            sealed = self._seal(frozen, generation, to, info.sealing_key, include_kv)
+            suite, key = self._suite_for(info)
+            sealed = self._seal(frozen, generation, to, key, include_kv, suite=suite)
             await trio.to_thread.run_sync(_write_container, sealed, path)
         except BaseException:
             with trio.CancelScope(shield=True):
@@ -456,11 +471,18 @@ class HandoffManager:
                 return
         raise PrivacyViolation(f"{frozen.agent_id} is {frozen.meta.privacy!r}: it may not move to {to}")
 
+    def _suite_for(self, info: HandoffPeer) -> tuple[str, bytes]:
+        """The HPKE suite and recipient key to seal with: hybrid when configured and the peer advertises a hybrid key."""
+        if self._hybrid and info.sealing_key_pq:
+            return snap.SUITE_HYBRID, info.sealing_key_pq
+        return snap.SUITE_X25519, info.sealing_key
+
     def _seal(self, frozen: FrozenAgent, generation: int, to: PeerId, key: bytes, include_kv: bool,
-              ttl_s: float | None = None) -> snap.SealedSnapshot:
+              ttl_s: float | None = None, suite: str = snap.SUITE_X25519) -> snap.SealedSnapshot:
         return seal_agent(
             frozen, self._identity, recipient=to, recipient_key=key, generation=generation, now=self._clock(),
             ttl_s=self._ttl if ttl_s is None else ttl_s, data_key=secrets.token_bytes(32), include_kv=include_kv,
+            suite=suite,
         )
 
     async def _abort_sender(self, row: Row) -> None:
@@ -520,10 +542,28 @@ class HandoffManager:
 
     # --- receiver ------------------------------------------------------------------
 
+    def _header_suite(self, header_blob: bytes) -> str:
+        """The suite a header names, to pick our matching key; X25519 when it cannot tell (verification then fails as usual)."""
+        try:
+            return snap.header_suite(header_blob, max_header=self._limits.max_header)
+        except MeshError:
+            return snap.SUITE_X25519
+
+    def _file_suite(self, path: Path) -> str:
+        try:
+            with open(path, "rb") as f:
+                return self._header_suite(wire.read_container_header(f, self._limits.max_header))
+        except (OSError, MeshError):
+            return snap.SUITE_X25519
+
     def _reader(self, header_blob: bytes | None, skip: frozenset[str], *, mode: str = "verify",
-                as_sender: bool = False, check_expiry: bool = True, now: float | None = None) -> snap.SnapshotReader:
+                as_sender: bool = False, check_expiry: bool = True, now: float | None = None,
+                suite: str | None = None) -> snap.SnapshotReader:
+        if suite is None:
+            suite = snap.SUITE_X25519 if header_blob is None else self._header_suite(header_blob)
+        key, public = self._identity.sealing_for(suite)
         return snap.SnapshotReader(
-            sealing_key=self._identity.sealing_key, me=self._identity.peer_id, now=self._clock() if now is None else now,
+            sealing_key=key, sealing_public=public, me=self._identity.peer_id, now=self._clock() if now is None else now,
             limits=self._limits, mode=mode, skip=skip, header_blob=header_blob, as_sender=as_sender,
             check_expiry=check_expiry,
         )
@@ -534,8 +574,9 @@ class HandoffManager:
         Stored copies were checked for expiry when they were offered; an import checks it now.
         """
         now = self._clock()
+        suite = self._file_suite(path)
         for mode in ("verify", "open"):
-            reader = self._reader(None, skip, mode=mode, as_sender=as_sender, check_expiry=check_expiry, now=now)
+            reader = self._reader(None, skip, mode=mode, as_sender=as_sender, check_expiry=check_expiry, now=now, suite=suite)
             sections: dict[str, bytearray] = {}
             with open(path, "rb") as f:
                 while piece := f.read(1 << 20):
@@ -550,7 +591,8 @@ class HandoffManager:
         """Check an incoming offer — signature first, then recipient, expiry, size, generation."""
         try:
             header = snap.verify_header(
-                header_blob, me=self._identity.peer_id, my_sealing_key=self._identity.sealing_public, now=self._clock(),
+                header_blob, me=self._identity.peer_id, now=self._clock(),
+                my_sealing_key=self._identity.sealing_for(self._header_suite(header_blob))[1],
                 limits=self._limits, expected_sender=peer,
             )
             async with self._agent_lock(header.agent_id):
@@ -650,7 +692,7 @@ class HandoffManager:
         agent_id, file = _param(params, "agent"), Path(_param(params, "file"))
         to = PeerId(params.get("to") or self._identity.peer_id)
         if to == self._identity.peer_id:
-            info = HandoffPeer(to, (), self._identity.sealing_public)
+            info = HandoffPeer(to, (), self._identity.sealing_public, sealing_key_pq=self._identity.hybrid_public)
         else:
             found = self._peers(to)
             if found is None:
@@ -662,8 +704,9 @@ class HandoffManager:
             try:
                 if to != self._identity.peer_id:
                     self._check_privacy(frozen, to)
-                sealed = self._seal(frozen, generation, to, info.sealing_key, frozen.kv_model_hash in info.model_hashes,
-                                    ttl_s=EXPORT_TTL_S)
+                suite, key = self._suite_for(info)
+                sealed = self._seal(frozen, generation, to, key, frozen.kv_model_hash in info.model_hashes,
+                                    ttl_s=EXPORT_TTL_S, suite=suite)
                 size = await trio.to_thread.run_sync(_write_container, sealed, file)
                 await self._db(self.store.see, agent_id, generation)
             except BaseException:
@@ -676,15 +719,16 @@ class HandoffManager:
                 await self._db(self.store.put, Row("sender", agent_id, generation, to, "done", "", frozenset()))
                 await self._custody.release(agent_id)
         await emit({"phase": "exported", "done": size, "total": size})
-        return {"agent": agent_id, "generation": generation, "file": str(file), "to": to, "bytes": size}
+        return {"agent": agent_id, "generation": generation, "file": str(file), "to": to, "bytes": size,
+                "suite": sealed.header.suite}
 
     async def snapshot_import(self, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
         """Control op ``snapshot_import``: ``{"file"}`` sealed to this node (a peer's export, or our backup)."""
         file = Path(_param(params, "file"))
         with open(file, "rb") as f:
             blob = wire.read_container_header(f)
-        header = snap.verify_header(blob, me=self._identity.peer_id, my_sealing_key=self._identity.sealing_public,
-                                    now=self._clock(), limits=self._limits)
+        header = snap.verify_header(blob, me=self._identity.peer_id, now=self._clock(), limits=self._limits,
+                                    my_sealing_key=self._identity.sealing_for(self._header_suite(blob))[1])
         async with self._agent_lock(header.agent_id):
             if self._custody.holds(header.agent_id):
                 raise HandoffError(f"{header.agent_id} already runs here; importing it would run it twice")

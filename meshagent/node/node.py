@@ -155,7 +155,15 @@ class Node:
             tags=node.tags,
             price_per_1k_tokens=node.price_per_1k_tokens,
             extra={"version": __version__},
+            **self._pq_sealing(),
         )
+
+    def _pq_sealing(self) -> dict[str, bytes]:
+        """The hybrid sealing key and its binding, advertised only with ``[net] sealing_suite = "hybrid"``."""
+        assert self.identity is not None
+        if self.config.net.sealing_suite != "hybrid":
+            return {}
+        return {"sealing_key_pq": self.identity.hybrid_public, "sealing_key_pq_sig": self.identity.hybrid_binding}
 
     # --- control API -----------------------------------------------------------
 
@@ -258,6 +266,7 @@ class Node:
                     on_lan=self.placement.on_link,
                     crash_point=crash_hook(os.environ.get(CRASH_ENV)),
                     admit=self.drain.admit,
+                    sealing_suite=self.config.net.sealing_suite,
                 )
                 self.agents.handoff = self.handoff
                 self.api = api = ApiService(self.config.api, self.data_dir, membership=self.membership, placement=self.placement,

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Final
 from meshagent.errors import DecodeError, HandoffError, MeshError, SealError
 from meshagent.protocol import codec
 from meshagent.protocol.signed import PeerId
-from meshagent.protocol.snapshot import SealedSnapshot, SnapshotHeader, seal_snapshot
+from meshagent.protocol.snapshot import SUITE_X25519, SealedSnapshot, SnapshotHeader, seal_snapshot
 from meshagent.runtime.snapshot import AgentSnapshot
 
 if TYPE_CHECKING:
@@ -127,15 +127,19 @@ def seal_agent(
     data_key: bytes,
     include_kv: bool = False,
     auction_id: str | None = None,
+    suite: str = SUITE_X25519,
 ) -> SealedSnapshot:
     """Seal a frozen agent for ``recipient`` (iterate ``.container()`` for the bytes).
 
     For a backup, or to time sealing (``bench checkpoint``'s ``seal_s``), seal to
     yourself: ``recipient=identity.peer_id, recipient_key=identity.sealing_public``.
+    ``suite`` is the HPKE suite: ``recipient_key`` must be the recipient's key
+    of that suite (its hybrid key for ``SUITE_HYBRID``); the escrow copy is
+    sealed to this node's own key of the same suite.
     """
     return seal_snapshot(
         signing_key=identity.signing_key,
-        sender_sealing_key=identity.sealing_public,
+        sender_sealing_key=identity.sealing_for(suite)[1],
         recipient=recipient,
         recipient_key=recipient_key,
         agent_id=agent.agent_id,
@@ -147,6 +151,7 @@ def seal_agent(
         auction_id=auction_id,
         module_sha256=agent.snapshot.module_sha256,
         kv_model_hash=agent.kv_model_hash if include_kv else None,
+        suite=suite,
     )
 
 

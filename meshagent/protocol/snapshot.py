@@ -88,6 +88,7 @@ __all__ = [
     "SealedSnapshot",
     "seal_snapshot",
     "verify_header",
+    "header_suite",
     "header_digest",
     "chunk_count",
     "max_sealed_chunk",
@@ -399,6 +400,19 @@ def verify_header(
     if header.raw_size > limits.max_raw_bytes:
         raise FrameTooLarge(f"snapshot of {header.agent_id} holds {header.raw_size} bytes; the limit is {limits.max_raw_bytes}")
     return header
+
+
+def header_suite(blob: bytes, *, max_header: int = MAX_HEADER) -> str:
+    """The HPKE suite a header envelope names, so that a receiver can pick its matching private key.
+
+    The signature is verified before any payload byte is decoded; this checks
+    nothing else, so :func:`verify_header` must still be called.
+    """
+    env = signed.verify(blob, kind=HEADER_KIND, max_size=max_header)
+    suite = get(codec.decode_map(env.payload, max_size=max_header, max_depth=4), "suite", str)
+    if suite not in _SUITES:
+        raise DecodeError(f"unknown HPKE suite {suite!r}")
+    return suite
 
 
 def _header_from_wire(m: dict[str | int, codec.Value]) -> SnapshotHeader:
