@@ -14,7 +14,12 @@ data dir and identity — and runs the example agents from the phone:
   so the code never leaves the owner's devices.
 
 It prints a live timeline — each step, the bids, the winner and why, the bytes
-handed over — and a summary table. ``--json`` prints the step events instead.
+handed over — and a summary table. ``--json`` prints the step events instead:
+a list of objects with ``agent_id``, ``agent``, ``step`` (0-based), ``model``,
+``privacy``, ``bids`` (``peer``, ``peer_id``, ``estimate`` in seconds,
+``price``), ``placed_on`` (``peer_id``, ``profile``), ``handoff_bytes``,
+``sealed``, ``elapsed_s``, plus the auction's ``reason``, ``trigger``,
+``invited`` and ``declined``.
 """
 
 from __future__ import annotations
@@ -153,7 +158,7 @@ def step_events(mesh: DemoMesh) -> list[dict[str, Any]]:
             "model": s["model"],
             "privacy": s["privacy"],
             "bids": [
-                {"peer": mesh.profile_of(b["bidder"]), "peer_id": b["bidder"], "estimate_s": b["total_s"], "price": b["price"]}
+                {"peer": mesh.profile_of(b["bidder"]), "peer_id": b["bidder"], "estimate": b["total_s"], "price": b["price"]}
                 for b in (auction["bids"] if auction else [])
             ],
             "declined": [
@@ -177,7 +182,7 @@ def _describe(event: dict[str, Any], names: dict[str, str]) -> str:
     who = names.get(event["agent_id"], "agent")
     line = f"[bold]{who}[/] {event['agent_id'][:6]} step {event['step'] + 1} ({event['privacy']})"
     if event["auctioned_by"]:
-        bids = ", ".join(f"{b['peer']} {b['estimate_s']:.2f}s/{b['price']:.4f}" for b in event["bids"]) or "none"
+        bids = ", ".join(f"{b['peer']} {b['estimate']:.2f}s/{b['price']:.4f}" for b in event["bids"]) or "none"
         line += f"\n    auction on the {event['auctioned_by']} ({event['trigger']}): bids {bids}"
         silent = set(event["invited"]) - {b["peer"] for b in event["bids"]} - {d["peer"] for d in event["declined"]}
         if silent:
@@ -240,7 +245,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             for ev in events:
                 ev["agent"] = agent_names.get(ev["agent_id"], "")
             if args.json:
-                print(json.dumps({"steps": events, "agents": {k: v.get("agents", []) for k, v in runs.items()}}))
+                print(json.dumps(events))  # a list of step events; "agent" names the example it belongs to
                 return 0
             _summary(console, mesh, runs, events, agent_names)
             return 0
