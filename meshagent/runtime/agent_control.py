@@ -9,6 +9,8 @@ never in the middle of a replay.
 
 from __future__ import annotations
 
+import abc
+
 from meshagent.config import SandboxLimits
 from meshagent.errors import CheckpointNotFound, MeshError
 from meshagent.runtime.host_state import HostState
@@ -22,7 +24,7 @@ from meshagent.runtime.vfs import FileView, VirtualFs
 __all__ = ["AgentControl"]
 
 
-class AgentControl:
+class AgentControl(abc.ABC):
     """Mixin of :class:`~meshagent.runtime.sandbox.Agent` and :class:`~meshagent.runtime.component_agent.ComponentAgent`.
 
     The class using it loads its truth with :meth:`_load_truth`, sets ``limits``, ``suspend_at``,
@@ -121,8 +123,9 @@ class AgentControl:
             self.status, self.exit_code, self.error_text = "ready", None, None
         return position
 
+    @abc.abstractmethod
     def _apply_rollback(self, rb: Rollback) -> None:
-        raise NotImplementedError
+        """Truncate to the rollback's position and restart from there (each kind of agent its own way)."""
 
     def _before_live(self) -> None:
         """Act on the node's requests before a live host call: raise :class:`Suspend` or the :class:`Rollback`."""
