@@ -40,3 +40,18 @@ def test_taken_port_moves_to_the_next_then_to_any(tmp_path: Path) -> None:
                     assert base < sock.getsockname()[1] < base + 20
             return
     raise AssertionError("no 20 free consecutive ports on this machine")
+
+
+def test_two_nodes_starting_at_once_get_different_ports(tmp_path: Path) -> None:
+    """Two sockets with SO_REUSEADDR may both bind a port nobody listens on yet: the
+    second node must still end up on a port of its own, not fail in listen()."""
+    for base in range(43000, 60000, 89):
+        first = _service(base, tmp_path)._listen()
+        second = _service(base, tmp_path)._listen()
+        with first, second:
+            if first.getsockname()[1] != base:
+                continue  # someone else had the port; try another base
+            assert second.getsockname()[1] != base
+            second.listen()  # what hypercorn does with the socket: must not raise
+        return
+    raise AssertionError("no free port found")

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 URL_FILE: Final = "api.url"
 _PORT_TRIES: Final = 20
+_BACKLOG: Final = 100
 
 
 class ApiService:
@@ -77,6 +78,9 @@ class ApiService:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind((bind, port))
+                # Listen here, not later in hypercorn: with SO_REUSEADDR two nodes starting at
+                # once can both bind a port nobody listens on yet; only listen() tells them apart.
+                sock.listen(_BACKLOG)
                 return sock
             except OSError as exc:
                 sock.close()
@@ -88,6 +92,7 @@ class ApiService:
     def _hypercorn(self, sock: socket.socket) -> HypercornConfig:
         hc = HypercornConfig()
         hc.bind = [f"fd://{sock.detach()}"]
+        hc.backlog = _BACKLOG
         hc.accesslog = None
         hc.errorlog = logging.getLogger("hypercorn.error")
         hc.graceful_timeout = 1.0
