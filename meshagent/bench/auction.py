@@ -5,7 +5,10 @@ loopback (a mix of emulated phones, Pis, laptops, GPU boxes and cloud nodes,
 each with its generated model), waits until the home node sees them all, then
 holds ``--rounds`` auctions, ten a second (bidders rate-limit calls for bids
 per peer), for an LLM step any of them could run (the call goes to at most
-the bounded fan-out). Each decision's time is measured from
+the bounded fan-out). The first auction opens the auction channels to the
+bidders (one libp2p stream each, kept open); it is reported on its own as
+``decision_ms_cold`` and not counted in the percentiles, which describe the
+steady state. Each decision's time is measured from
 sending the calls for bids to the ranked decision, awards and releases
 excluded; messages count every frame sent or received for the decision,
 awards and releases included.
@@ -36,7 +39,7 @@ _PROFILES = ("laptop", "gpu", "pi", "cloud", "phone")
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--peers", type=int, default=10)
-    p.add_argument("--rounds", type=int, default=50)
+    p.add_argument("--rounds", type=int, default=200)
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -65,12 +68,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if not ok:
                 raise RuntimeError(f"home node sees {len(home.peers())} of {args.peers} peers")
             time.sleep(1.0)  # let the first pings and re-exchanges settle
+            step = {"requirement": "", "privacy": "any", "context_tokens": 500, "output_tokens": 64, "award": True}
+            cold = home.call("auction", step)["decision_ms"]
             decisions: list[float] = []
             messages: list[int] = []
             invited: list[int] = []
             for _ in range(args.rounds):
                 time.sleep(0.1)  # ten decisions a second: within every bidder's limit on calls for bids
-                r = home.call("auction", {"requirement": "", "privacy": "any", "context_tokens": 500, "output_tokens": 64, "award": True})
+                r = home.call("auction", step)
                 decisions.append(r["decision_ms"])
                 messages.append(r["messages"])
                 invited.append(len(r["invited"]))
@@ -84,6 +89,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "invited_per_decision": statistics.median(invited),
         "decision_ms_p50": round(statistics.median(decisions), 3),
         "decision_ms_p99": round(_pct(decisions, 0.99), 3),
+        "decision_ms_max": round(max(decisions), 3),
+        "decision_ms_cold": round(cold, 3),
         "messages_per_decision": statistics.median(messages),
         "rtt_baseline_ms_p50": round(statistics.median(rtts), 3),
     }

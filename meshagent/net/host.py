@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -279,6 +280,11 @@ async def open_host(identity: Identity, listen: Sequence[str], *, interface: str
     A port picked free can be taken by another process before libp2p binds it;
     then the ports are picked again (a few times) rather than failing.
     """
+    # py-libp2p's yamux by default answers every read with a WINDOW_UPDATE frame, which
+    # doubles the frames (and Noise encryptions) of every small request/response; go-yamux
+    # batches credit until half the window is consumed. Use go-yamux's behaviour unless the
+    # operator set py-libp2p's own tuning variable.
+    os.environ.setdefault("PY_YAMUX_RELEASE_ON_READ", "0")
     for attempt in range(_LISTEN_ATTEMPTS):
         listen_addrs = pick_listen_addrs(listen)
         announce = concrete_addrs([str(a) for a in listen_addrs], interface=interface)

@@ -40,6 +40,13 @@ _EXCHANGE_TIMEOUT_S: Final = 10.0
 _RE_EXCHANGE_S: Final = 30.0
 _MAX_DIALS_PER_ROUND: Final = 16
 _MAX_CONNECTIONS: Final = 64
+_RTT_REFRESH_S: Final = 15.0
+
+
+def _jittered(interval_s: float) -> float:
+    """``interval_s`` ± 20 %: periodic work of nodes started together must not stay in step
+    (synchronised bursts of adverts and pings would make every node busy at the same moment)."""
+    return interval_s * random.uniform(0.8, 1.2)
 
 
 class MeshService:
@@ -78,7 +85,7 @@ class MeshService:
                 await self._host.publish(ADVERT_TOPIC, blob)
             except Exception as exc:  # a failed publish is retried next round
                 log.debug("publishing advert failed: %s", exc)
-            await trio.sleep(self._config.node.advert_interval_s)
+            await trio.sleep(_jittered(self._config.node.advert_interval_s))
 
     async def _receive_adverts(self, receive: object) -> None:
         while True:
@@ -96,13 +103,21 @@ class MeshService:
                 self._exchanged.pop(peer, None)
 
     async def _ping_loop(self) -> None:
+        """Measure each connected peer's round trip: new peers at once, known ones every
+        ``_RTT_REFRESH_S`` (each ping is a new libp2p stream; round trips change slowly)."""
+        pinged: dict[PeerId, float] = {}
         while True:
-            await trio.sleep(self._config.node.advert_interval_s)
+            await trio.sleep(_jittered(self._config.node.advert_interval_s))
+            now = trio.current_time()
+            for peer in list(pinged):
+                if peer not in self._members.table:
+                    del pinged[peer]
             for peer in list(self._members.table):
-                if self._host.is_connected(peer):
+                if self._host.is_connected(peer) and now - pinged.get(peer, -_RTT_REFRESH_S) >= _RTT_REFRESH_S:
                     rtt = await self._host.ping(peer)
                     if rtt is not None:
                         self._members.record_rtt(peer, rtt)
+                        pinged[peer] = now
 
     # --- peer exchange -------------------------------------------------------
 

@@ -276,12 +276,16 @@ class PlacementService:
                         await channel.stream.reset()
         return None
 
-    async def _ask(self, peer: PeerId, payload: bytes, auction_obj: Auction, counter: list[int]) -> None:
+    async def _ask(
+        self, peer: PeerId, payload: bytes, auction_obj: Auction, counter: list[int], answered: dict[PeerId, float]
+    ) -> None:
         try:
             counter[0] += 1
+            t0 = time.perf_counter()
             answer = await self._exchange(peer, payload, reply=True)
             if answer is None:
                 return
+            answered[peer] = round((time.perf_counter() - t0) * 1000, 3)
             counter[0] += 1
             signer, msg = auction.decode(answer, now=time.time())
             match msg:
@@ -351,11 +355,12 @@ class PlacementService:
             state.on_decline(me, own)
         payload = auction.encode(call, self._members.signing_key)
         messages = [0]
+        answered: dict[PeerId, float] = {}
         t0 = time.perf_counter()
         with trio.move_on_after(self._bid_window_s):
             async with trio.open_nursery() as nursery:
                 for peer in invited:
-                    nursery.start_soon(self._ask, peer, payload, state, messages)
+                    nursery.start_soon(self._ask, peer, payload, state, messages, answered)
         decision = state.decide(reliability=self.reputation, exclude=exclude)
         decide_s = time.perf_counter() - t0
         if award:
@@ -392,6 +397,7 @@ class PlacementService:
             "step": step_index,
             "decision_ms": round(decide_s * 1000, 3),
             "messages": messages[0],
+            "answer_ms": answered,
         }
         self.history.append(record)
         log.info("auction %s for %s: winner %s (%s); bids %s", call.auction_id, step.agent_id, decision.winner, decision.reason,
