@@ -14,7 +14,7 @@ import abc
 from meshagent.config import SandboxLimits
 from meshagent.errors import CheckpointNotFound, MeshError
 from meshagent.runtime.host_state import HostState
-from meshagent.runtime.journal import Journal
+from meshagent.runtime.journal import REALTIME, Journal, last_clock_reading
 from meshagent.runtime.mesh_abi import Rollback
 from meshagent.runtime.outcome import Outcome
 from meshagent.runtime.services import Suspend
@@ -68,6 +68,18 @@ class AgentControl(abc.ABC):
         self.error_text = snap.error
         self.state = HostState()
         self._pos = 0
+        self._clock_offsets: dict[int, int] = {}
+
+    def steady_now_ns(self, clock: int, real_ns: int) -> int:
+        """A live reading of clock ``clock``: realtime (0) as it is; the monotonic and CPU-time
+        clocks shifted so they never go back below what the journal already told the agent —
+        after a move the new node's clock may have started later than the old one's."""
+        if clock == REALTIME:
+            return real_ns
+        if clock not in self._clock_offsets:
+            last = last_clock_reading(self.journal, clock)
+            self._clock_offsets[clock] = max(0, last - real_ns)
+        return real_ns + self._clock_offsets[clock]
 
     def _rewind(self, rb: Rollback) -> None:
         """Count the rollback and cut the journal (and the labels past it) back to ``rb.position``."""

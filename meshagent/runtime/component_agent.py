@@ -8,6 +8,10 @@ raises :class:`~meshagent.errors.DivergenceError` when the agent asks for someth
 WASI preview 2 comes from wasmtime, with the interfaces that leak nondeterminism
 *shadowed* by journaled ones: the wall clock and randomness (answered from the journal on
 replay), the environment and arguments (from the snapshot, plus ``PYTHONHASHSEED=0``).
+wasmtime-py replaces a whole WASI interface when it shadows one, and the monotonic clock's
+interface also makes pollables (sleeps), which Python host code cannot; so the monotonic
+clock is the host interface's journaled ``monotonic-now`` instead, and the SDK points
+``time.monotonic``, ``time.perf_counter`` and their ``_ns`` forms at it.
 There are no preopened directories and no sockets: files are reached through tools.
 Stdout and stderr are recomputed by every (re-)execution, like ``fd_write`` for C agents.
 
@@ -16,7 +20,6 @@ Restore = fresh instance + replay, so checkpoint/rollback work as for C agents
 child *i* is this agent's snapshot whose journal ends with the fork answer *i*; it
 replays to the fork and goes on (under an agent manager, which runs the children).
 Limits: fuel and linear memory.
-Not shadowed: the monotonic clock (use ``time.time()``; ``time.monotonic()`` is live).
 """
 
 from __future__ import annotations
@@ -251,6 +254,14 @@ class ComponentAgent(AgentControl):
             count, data = self._call("embed", digest("embed", text.encode()), live)
             return list(struct.unpack(f"<{count}f", data or b""))
 
+        def monotonic_now(store: object) -> int:
+            def live() -> tuple[int, bytes | None]:
+                now = self.steady_now_ns(1, self.world.now_ns(1, self._pos)) & ((1 << 64) - 1)
+                return 0, now.to_bytes(8, "little")
+
+            _, data = self._call("clock_time_get", digest("clock_time_get", 1), live)
+            return int.from_bytes(data or bytes(8), "little")
+
         def log_(store: object, level: int, msg: str) -> None:
             def live() -> tuple[int, bytes | None]:
                 self.state.stderr.extend(f"[{_LEVELS.get(level, 'info')}] {msg}\n".encode())
@@ -259,7 +270,8 @@ class ComponentAgent(AgentControl):
             self._call("log", digest("log", level, msg), live, nondet=False)
 
         return {"llm": llm, "llm-options": llm_options, "checkpoint": checkpoint, "rollback": rollback, "fork": fork,
-                "join": join, "tool": tool, "embed": embed, "log": log_}
+                "join": join, "tool": tool, "embed": embed, "log": log_,
+                "monotonic-now": monotonic_now}
 
     def _spawn_children(self, dig: bytes, n: int) -> list[str]:
         """Children are snapshots of this agent whose journal ends with their own fork answer."""

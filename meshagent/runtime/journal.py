@@ -22,12 +22,14 @@ from typing import Final
 from meshagent.errors import DecodeError, JournalError, JournalLimitExceeded
 from meshagent.protocol import codec
 
-__all__ = ["Entry", "Journal", "digest", "ENTRY_OVERHEAD", "MAX_NAME"]
+__all__ = ["Entry", "Journal", "digest", "last_clock_reading", "ENTRY_OVERHEAD", "MAX_NAME", "REALTIME"]
 
 ENTRY_OVERHEAD: Final = 48
 """Bytes counted per entry on top of its name and data (digest, ints, framing)."""
 
 MAX_NAME: Final = 64
+REALTIME: Final = 0
+"""WASI clock ids: 0 realtime; 1 monotonic, 2 and 3 process and thread CPU time."""
 
 
 def digest(name: str, *parts: bytes | int | str) -> bytes:
@@ -154,3 +156,12 @@ class Journal(Sequence[Entry]):
         except DecodeError as exc:
             raise JournalError(f"journal bytes are corrupt or truncated: {exc}") from exc
         return cls.from_wire(raw, limit=limit)
+
+
+def last_clock_reading(journal: Journal, clock: int) -> int:
+    """The latest ``clock_time_get`` answer for ``clock`` the journal recorded (0 if none)."""
+    dig = digest("clock_time_get", clock)
+    for entry in reversed(list(journal)):
+        if entry.name == "clock_time_get" and entry.digest == dig and entry.data is not None and len(entry.data) == 8:
+            return int.from_bytes(entry.data, "little")
+    return 0

@@ -131,7 +131,7 @@ def wasi_functions(h: HostCalls) -> dict[str, tuple[str, Callable[..., int | Non
         def live() -> Ret:
             if clock not in (0, 1, 2, 3):
                 return EINVAL, None
-            now = h.world.now_ns(clock, h.position) & ((1 << 64) - 1)
+            now = h.steady_now_ns(clock, h.world.now_ns(clock, h.position)) & ((1 << 64) - 1)
             return ESUCCESS, now.to_bytes(8, "little")
 
         ret, data = h.call("clock_time_get", (clock,), live, nondet=True)
@@ -169,7 +169,7 @@ def wasi_functions(h: HostCalls) -> dict[str, tuple[str, Callable[..., int | Non
             for i in range(count):
                 userdata, tag, clock, timeout, _prec, flags = _SUB.unpack_from(raw, _SUB.size * i)
                 if tag == 0:
-                    now = h.world.now_ns(clock, h.position)
+                    now = h.steady_now_ns(clock, h.world.now_ns(clock, h.position))
                     rel = timeout - now if flags & 1 else timeout
                     timeouts.append(max(0, rel) / 1e9)
                     out.append(_EVENT.pack(userdata, 0, 0, 0, 0))

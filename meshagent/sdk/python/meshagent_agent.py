@@ -13,6 +13,11 @@ journaled, so it can be checkpointed, rolled back and moved mid-run::
         print(answer)
         return 0
 
+Clocks: ``time.time()`` is the journaled wall clock; ``time.monotonic()``,
+``time.perf_counter()`` and their ``_ns`` forms read the journaled monotonic clock, which
+never goes back, also after the agent moved to another node (importing this module
+points them there). ``time.sleep`` really sleeps.
+
 Print with ``print``: stdout is the agent's output. Files are reached through tools
 (``tool("fs.read", path="notes.txt")``); there is no filesystem inside the sandbox.
 """
@@ -21,13 +26,14 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable
 from typing import NoReturn
 
 from wit_world.imports import host
 
 __all__ = ["llm", "options", "checkpoint", "rollback", "fork", "join", "tool", "tool_raw", "embed", "log", "ToolError",
-           "run_main"]
+           "monotonic", "monotonic_ns", "run_main"]
 
 _LEVELS = {"debug": 0, "info": 1, "warning": 2, "error": 3}
 
@@ -92,6 +98,22 @@ def embed(text: str) -> list[float]:
 def log(message: str, level: str = "info") -> None:
     """A line for the agent's owner (``meshagent logs``), on stderr."""
     host.log(_LEVELS.get(level, 1), message)
+
+
+def monotonic_ns() -> int:
+    """The agent's monotonic clock in nanoseconds (journaled; never goes back)."""
+    return host.monotonic_now()
+
+
+def monotonic() -> float:
+    """The agent's monotonic clock in seconds (journaled; never goes back)."""
+    return host.monotonic_now() / 1e9
+
+
+# Before the agent's own module is imported (the generated app imports this module first),
+# so ``from time import monotonic`` in an agent gets the journaled clock too.
+time.monotonic = time.perf_counter = monotonic
+time.monotonic_ns = time.perf_counter_ns = monotonic_ns
 
 
 def run_main(main: Callable[[], int | None]) -> int:
