@@ -13,7 +13,9 @@ interface also makes pollables (sleeps), which Python host code cannot; so the m
 clock is the host interface's journaled ``monotonic-now`` instead, and the SDK points
 ``time.monotonic``, ``time.perf_counter`` and their ``_ns`` forms at it.
 There are no preopened directories and no sockets: files are reached through tools.
-Stdout and stderr are recomputed by every (re-)execution, like ``fd_write`` for C agents.
+Stdout and stderr: WASI's are closed; the SDK points ``sys.stdout`` and ``sys.stderr`` at
+the host interface's ``write``, journaled like ``fd_write`` for C agents and held to the
+output limit as it happens. Output is recomputed by every (re-)execution.
 
 Restore = fresh instance + replay, so checkpoint/rollback work as for C agents
 (rollback truncates the journal and re-executes to the checkpoint), and so does fork:
@@ -26,10 +28,8 @@ from __future__ import annotations
 
 import logging
 import struct
-import tempfile
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 from typing import Any, Final
 
 import wasmtime
@@ -262,16 +262,27 @@ class ComponentAgent(AgentControl):
             _, data = self._call("clock_time_get", digest("clock_time_get", 1), live)
             return int.from_bytes(data or bytes(8), "little")
 
+        def write(store: object, fd: int, data: bytes) -> int:
+            data = bytes(data)
+
+            def live() -> tuple[int, bytes | None]:
+                if fd not in (1, 2):
+                    return -1, None
+                self.state.write_output(fd, data, self.limits.output_bytes)
+                return 0, None
+
+            return self._call("fd_write", digest("fd_write", fd, data), live, nondet=False)[0]
+
         def log_(store: object, level: int, msg: str) -> None:
             def live() -> tuple[int, bytes | None]:
-                self.state.stderr.extend(f"[{_LEVELS.get(level, 'info')}] {msg}\n".encode())
+                self.state.write_output(2, f"[{_LEVELS.get(level, 'info')}] {msg}\n".encode(), self.limits.output_bytes)
                 return 0, None
 
             self._call("log", digest("log", level, msg), live, nondet=False)
 
         return {"llm": llm, "llm-options": llm_options, "checkpoint": checkpoint, "rollback": rollback, "fork": fork,
                 "join": join, "tool": tool, "embed": embed, "log": log_,
-                "monotonic-now": monotonic_now}
+                "monotonic-now": monotonic_now, "write": write}
 
     def _spawn_children(self, dig: bytes, n: int) -> list[str]:
         """Children are snapshots of this agent whose journal ends with their own fork answer."""
@@ -384,34 +395,27 @@ class ComponentAgent(AgentControl):
         store = wasmtime.Store(self._components.engine)
         store.set_fuel(self.limits.fuel)
         store.set_limits(memory_size=self.limits.memory_bytes, table_elements=self.limits.table_elements)
-        with tempfile.TemporaryDirectory(prefix="meshagent-py-") as tmp:
-            out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
-            wasi = wasmtime.WasiConfig()
-            wasi.stdout_file = str(out)
-            wasi.stderr_file = str(err)
-            wasi.argv = list(self.argv)
-            wasi.env = [*self.env, *DETERMINISTIC_ENV]
-            store.set_wasi(wasi)
-            try:
-                try:
-                    instance = self._linker().instantiate(store, self.loaded.component)
-                    run = instance.get_func(store, "run")
-                    if run is None:
-                        raise AgentError("the component exports no run function: build it with `meshagent build agent.py`")
-                    result = run(store)
-                finally:
-                    self._collect(out, err)
-            except BaseException as exc:
-                pending, self._pending = self._pending, None
-                if pending is not None and pending is not exc and not isinstance(exc, (wasmtime.WasmtimeError, wasmtime.Trap)):
-                    raise
-                if pending is not None:
-                    raise pending from None
-                if isinstance(exc, (wasmtime.Trap, wasmtime.WasmtimeError)):
-                    if "exit" in str(exc) and "status" in str(exc):
-                        return 1
-                    raise self._limit_error(exc) from exc
+        wasi = wasmtime.WasiConfig()  # no stdout/stderr: output goes through the host interface's write
+        wasi.argv = list(self.argv)
+        wasi.env = [*self.env, *DETERMINISTIC_ENV]
+        store.set_wasi(wasi)
+        try:
+            instance = self._linker().instantiate(store, self.loaded.component)
+            run = instance.get_func(store, "run")
+            if run is None:
+                raise AgentError("the component exports no run function: build it with `meshagent build agent.py`")
+            result = run(store)
+        except BaseException as exc:
+            pending, self._pending = self._pending, None
+            if pending is not None and pending is not exc and not isinstance(exc, (wasmtime.WasmtimeError, wasmtime.Trap)):
                 raise
+            if pending is not None:
+                raise pending from None
+            if isinstance(exc, (wasmtime.Trap, wasmtime.WasmtimeError)):
+                if "exit" in str(exc) and "status" in str(exc):
+                    return 1
+                raise self._limit_error(exc) from exc
+            raise
         return int(result) if isinstance(result, int) else 0
 
     def _limit_error(self, exc: Exception) -> MeshError:
@@ -427,11 +431,6 @@ class ComponentAgent(AgentControl):
         if "stack" in text and "overflow" in text:
             return StackLimitExceeded(f"the agent overflowed its wasm stack of {lim.stack_bytes} bytes")
         return map_trap(exc, 0, lim) if getattr(exc, "trap_code", None) is not None else AgentTrap(f"the agent trapped: {text}")
-
-    def _collect(self, out: Path, err: Path) -> None:
-        own = bytes(self.state.stderr)
-        self.state.stdout = bytearray(out.read_bytes()[: self.limits.output_bytes]) if out.exists() else bytearray()
-        self.state.stderr = bytearray(((err.read_bytes() if err.exists() else b"") + own)[: self.limits.output_bytes])
 
     def _end(self, status: str, code: int | None, error: MeshError | None) -> Outcome:
         self.status, self.exit_code, self._error = status, code, error

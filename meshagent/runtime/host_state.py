@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from meshagent.errors import JournalError
+from meshagent.errors import JournalError, OutputLimitExceeded
 from meshagent.runtime.services import LlmOptions
 from meshagent.runtime.vfs import OpenFiles, overlay_from_wire, overlay_to_wire
 
@@ -29,6 +29,15 @@ class HostState:
     """Answers too large for the agent's buffer, kept for its next call: name → (args digest, answer)."""
     written: dict[str, bytes | None] = field(default_factory=dict)
     """The agent's file writes so far (path → bytes, ``None`` = deleted), over the snapshot's base files."""
+
+    def write_output(self, fd: int, data: bytes, limit: int) -> None:
+        """Append to stdout (1) or stderr (2), within the agent's ``output_bytes`` limit for both."""
+        if len(self.stdout) + len(self.stderr) + len(data) > limit:
+            raise OutputLimitExceeded(
+                f"the agent wrote more than {limit} bytes to stdout/stderr; "
+                "raise sandbox.output_bytes or make the agent print less"
+            )
+        (self.stdout if fd == 1 else self.stderr).extend(data)
 
     def to_wire(self) -> list[object]:
         return [bytes(self.stdout), bytes(self.stderr), self.files.to_wire(), self.llm_options.to_wire(), list(self.fork_children),

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Final
 
 import wasmtime
 
-from meshagent.errors import AgentExit, JournalError, OutputLimitExceeded
+from meshagent.errors import AgentExit, JournalError
 from meshagent.runtime.guest_memory import GuestMemory
 from meshagent.runtime.vfs import PREOPEN_FD, PREOPEN_NAME, OpenFile
 
@@ -200,13 +200,7 @@ def wasi_functions(h: HostCalls) -> dict[str, tuple[str, Callable[..., int | Non
                 if f is None:
                     return EBADF, None
                 return write_file(f, data, None, m, nwritten), None
-            state = h.state
-            if len(state.stdout) + len(state.stderr) + len(data) > h.limits.output_bytes:
-                raise OutputLimitExceeded(
-                    f"the agent wrote more than {h.limits.output_bytes} bytes to stdout/stderr; "
-                    "raise sandbox.output_bytes or make the agent print less"
-                )
-            (state.stdout if fd == 1 else state.stderr).extend(data)
+            h.state.write_output(fd, data, h.limits.output_bytes)
             m.put_u32(_u(nwritten), len(data))
             return ESUCCESS, None
 

@@ -164,3 +164,18 @@ def test_python_agents_are_held_to_their_limits(py_agent: Callable[[str], Path],
     outcome = run_component(py_agent("retry").read_bytes(), args=["retry"], services=ScriptedLlm(), limits=limits,
                             cache_dir=COMPILED).outcomes[0]
     assert outcome.status == "failed" and type(outcome.error).__name__ == error, outcome.error_message
+
+
+def test_a_python_agents_output_is_limited_while_it_runs() -> None:
+    """print() goes through the host, which ends the agent at the limit (not after the run);
+    raw writes to fd 1 reach WASI's closed stdout and keep nothing."""
+    wasm = build_python_cached(Path(__file__).parent / "programs" / "flood.py", BUILD_CACHE).read_bytes()
+    limits = SandboxLimits(output_bytes=64 << 10)
+    flood = run_component(wasm, args=["flood"], services=ScriptedLlm(), limits=limits, cache_dir=COMPILED).outcomes[0]
+    assert flood.status == "failed" and type(flood.error).__name__ == "OutputLimitExceeded", flood.error_message
+    assert flood.stdout.startswith(b"started\n") and len(flood.stdout) + len(flood.stderr) <= 64 << 10
+    assert flood.stderr == b"[info] flooding\n"
+
+    raw = run_component(wasm, args=["flood", "raw"], services=ScriptedLlm(), limits=limits, cache_dir=COMPILED).outcomes[0]
+    assert raw.status == "exited", raw.error_message
+    assert raw.stdout == b"started\nraw writes done\n"

@@ -24,6 +24,7 @@ Print with ``print``: stdout is the agent's output. Files are reached through to
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 import time
@@ -109,6 +110,31 @@ def monotonic() -> float:
     """The agent's monotonic clock in seconds (journaled; never goes back)."""
     return host.monotonic_now() / 1e9
 
+
+class _HostOutput(io.RawIOBase):
+    """stdout or stderr through the host: journaled, and held to the agent's output limit as it happens."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self._fd = fd
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        data = bytes(data)
+        if data and host.write(self._fd, data) != 0:
+            raise OSError(f"cannot write to fd {self._fd}")
+        return len(data)
+
+
+def _text_stream(fd: int) -> io.TextIOWrapper:
+    return io.TextIOWrapper(io.BufferedWriter(_HostOutput(fd), buffer_size=8192), encoding="utf-8",
+                            errors="backslashreplace", line_buffering=fd == 2)
+
+
+sys.stdout = sys.__stdout__ = _text_stream(1)
+sys.stderr = sys.__stderr__ = _text_stream(2)
 
 # Before the agent's own module is imported (the generated app imports this module first),
 # so ``from time import monotonic`` in an agent gets the journaled clock too.
