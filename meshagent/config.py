@@ -53,6 +53,14 @@ def default_data_dir() -> Path:
     return Path(base) / "meshagent"
 
 
+def user_cache_dir() -> Path:
+    """Per-user, per-machine cache shared by every node and command of this user:
+    ``$XDG_CACHE_HOME/meshagent``, else ``~/.cache/meshagent`` (compiled modules, built
+    agents and tools, model digests and measured throughput)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "meshagent"
+
+
 @dataclass(frozen=True, slots=True)
 class NodeConfig:
     name: str = ""

@@ -28,7 +28,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from meshagent.config import SandboxLimits
+from meshagent.config import SandboxLimits, user_cache_dir
 from meshagent.runtime.build import build_cached, example_source
 from meshagent.runtime.journal import Journal
 from meshagent.runtime.modules import ModuleCache, engine_for
@@ -66,8 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "meshagent" / "agents"
+    return user_cache_dir() / "agents"
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -182,10 +182,9 @@ def _load_services(args: argparse.Namespace) -> Any:
 
 
 def _module_cache_dir() -> Path:
-    import os
+    from meshagent.config import user_cache_dir
 
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "meshagent" / "modules"
+    return user_cache_dir() / "modules"
 
 
 def _env(pairs: list[str]) -> list[tuple[str, str]]:

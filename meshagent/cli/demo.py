@@ -13,6 +13,9 @@ data dir and identity — and runs the example agents from the phone:
 * ``code_review``: reviews a small private code base; its steps are private,
   so the code never leaves the owner's devices.
 
+Then the same three as Python agents (``summarise.py``...), placed and moved the
+same way; ``--agents`` picks a subset.
+
 It prints a live timeline — each step, the bids, the winner and why, the bytes
 handed over — and a summary table. ``--json`` prints the step events instead:
 a list of objects with ``agent_id``, ``agent``, ``step`` (0-based), ``model``,
@@ -41,10 +44,12 @@ from meshagent.node.spawn import NodeProcess, wait_for
 __all__ = ["register", "DemoMesh", "step_events"]
 
 DEVICES = ("phone", "laptop", "gpu")
-AGENTS = ("summarise", "brainstorm", "code_review")
+C_AGENTS = ("summarise", "brainstorm", "code_review")
 PY_AGENTS = ("summarise.py", "brainstorm.py", "code_review.py")
-"""The Python versions (``--agents summarise,summarise.py``): components with CPython inside, compiled
-once per node on first use (tens of seconds), then run and migrated like the C agents."""
+"""The Python versions: components with CPython inside, built with componentize-py and compiled
+once per machine (tens of seconds the first time; every node shares the compiled code), then run
+and migrated like the C agents (a move also carries the 6 MB component to a node that lacks it)."""
+AGENTS = C_AGENTS + PY_AGENTS
 
 _SAMPLE_CODE = {
     "src/ring.c": (
@@ -65,7 +70,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--json", action="store_true", help="print the step events as JSON")
     p.add_argument("--keep", type=Path, help="keep the nodes' data dirs here instead of a temporary dir")
     p.add_argument("--agents", default=",".join(AGENTS),
-                   help=f"which agents to run (default: {','.join(AGENTS)}; Python versions: {','.join(PY_AGENTS)})")
+                   help=f"which agents to run, in order (default: {','.join(AGENTS)})")
     p.set_defaults(func=cmd_demo)
 
 
@@ -134,6 +139,17 @@ def _build_agents(names: list[str]) -> dict[str, Path]:
     return built
 
 
+def _precompile(paths: list[Path]) -> None:
+    """Compile Python agents into the machine's shared cache, where every node finds them."""
+    from meshagent.config import SandboxLimits, user_cache_dir
+    from meshagent.runtime.components import ComponentCache
+    from meshagent.runtime.modules import engine_for
+
+    cache = ComponentCache(engine_for(SandboxLimits().stack_bytes), user_cache_dir() / "modules")
+    for path in paths:
+        cache.load(path.read_bytes())
+
+
 def step_events(mesh: DemoMesh) -> list[dict[str, Any]]:
     """Every LLM step run on the mesh so far, joined with the auction that placed it and its handoff."""
     steps: list[tuple[str, dict[str, Any]]] = []
@@ -199,7 +215,7 @@ def _describe(event: dict[str, Any], names: dict[str, str]) -> str:
 def cmd_demo(args: argparse.Namespace) -> int:
     console = Console(stderr=args.json)
     names = [a for a in args.agents.split(",") if a]
-    unknown = set(names) - set(AGENTS) - set(PY_AGENTS)
+    unknown = set(names) - set(AGENTS)
     if unknown:
         console.print(f"[red]unknown demo agents: {', '.join(sorted(unknown))}[/]")
         return 2
@@ -207,8 +223,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         root = args.keep or Path(tmp)
         mesh = DemoMesh(root)
         try:
-            with console.status("building the example agents (zig cc, cached)…"):
+            with console.status("building the example agents (zig cc and componentize-py, cached)…"):
                 wasm = _build_agents(names)
+            if py := [wasm[n] for n in names if n.endswith(".py")]:
+                with console.status("compiling the Python agents for this machine (once; every node shares it)…"):
+                    _precompile(py)
             mesh.start(console)
             code_dir = root / "private-code"
             for rel, text in _SAMPLE_CODE.items():

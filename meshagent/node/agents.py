@@ -31,7 +31,7 @@ from typing import Any, Final
 
 import trio
 
-from meshagent.config import Config
+from meshagent.config import Config, user_cache_dir
 from meshagent.errors import AgentError, AgentNotFound, ControlError, HandoffError, MeshError, RemoteProtocolError
 from meshagent.net.host import MeshHost, Stream
 from meshagent.node.control import Emit, Handler
@@ -121,7 +121,7 @@ class NodeAgents:
             db.execute("CREATE TABLE IF NOT EXISTS unreported (agent_id TEXT PRIMARY KEY, owner TEXT NOT NULL)")
         self.services = NodeServices(models, placer=self._place, on_fork=self.record_children, step_log=self)
         self.manager = AgentManager(
-            modules=ModuleCache(engine_for(config.sandbox.stack_bytes), data_dir / "modules"),
+            modules=ModuleCache(engine_for(config.sandbox.stack_bytes), user_cache_dir() / "modules"),
             services=self.services,
             limits=config.sandbox,
             store=self.store,

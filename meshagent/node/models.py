@@ -9,12 +9,11 @@ throughput (the inference path applies the same factor for real).
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import trio
 
-from meshagent.config import Config
+from meshagent.config import Config, user_cache_dir
 from meshagent.errors import MeshError
 from meshagent.inference.engine import ModelInfo
 from meshagent.inference.registry import ModelRegistry
@@ -46,7 +45,7 @@ def machine_cache_dir() -> Path:
 
     Throughput is a property of this machine and model, not of one node's identity.
     """
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "meshagent"
+    return user_cache_dir()
 
 
 class NodeModels:

@@ -10,6 +10,8 @@ only costs the next compilation.
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -41,8 +43,9 @@ def read_compiled(path: Path | None, deserialize_file: Callable[[str], T], what:
 def write_compiled(path: Path, artefact: bytes, what: str) -> None:
     """Cache ``artefact`` at ``path`` (written aside, then renamed, so readers never see half a file)."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # A name of its own: nodes of one machine share the cache and may compile at once.
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         tmp.write_bytes(artefact)
         tmp.replace(path)
     except OSError as exc:

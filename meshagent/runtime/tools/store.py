@@ -170,7 +170,6 @@ def resolve_tools(manifest: ToolManifest, store: ToolStore, *, extra: Sequence[b
 
 def default_build_dir() -> Path:
     """Where shipped tools are built for this user (``$XDG_CACHE_HOME/meshagent/tools``)."""
-    import os
+    from meshagent.config import user_cache_dir
 
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "meshagent" / "tools"
+    return user_cache_dir() / "tools"
