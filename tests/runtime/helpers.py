@@ -37,3 +37,16 @@ def run_alone(modules: ModuleCache, wasm: bytes, *args: str, limits: SandboxLimi
 def family_view(outcomes: list[Outcome]) -> list[tuple[str, int | None, str, int]]:
     """What must not change between a plain run, a verified replay and a resumed run (ids do)."""
     return [(o.status, o.exit_code, o.stdout.decode(), o.host_calls) for o in outcomes]
+
+
+def component_journal(wasm: bytes, cache_dir: Path, *args: str) -> Journal:
+    """The journal of a Python agent (component) run to its end with scripted services."""
+    from meshagent.runtime.component_agent import ComponentAgent, component_snapshot
+    from meshagent.runtime.components import ComponentCache
+    from meshagent.runtime.modules import engine_for
+
+    cache = ComponentCache(engine_for(SandboxLimits().stack_bytes), cache_dir)
+    agent = ComponentAgent(component_snapshot(wasm, cache, agent_id="probe", args=args), components=cache,
+                           services=ScriptedLlm())
+    agent.run()
+    return agent.journal

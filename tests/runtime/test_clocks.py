@@ -9,18 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from meshagent.config import SandboxLimits
 from meshagent.runtime.bundle import decode_family
-from meshagent.runtime.component_agent import ComponentAgent, component_snapshot
-from meshagent.runtime.components import ComponentCache
 from meshagent.runtime.journal import Entry, Journal, digest, last_clock_reading
 from meshagent.runtime.local import resume_local, run_local
 from meshagent.runtime.local_component import resume_component, run_component
-from meshagent.runtime.modules import engine_for
 from meshagent.sdk.build import build_python_cached
 from tests.conftest import ROOT
 from tests.runtime.conftest import BUILD_CACHE
 from tests.runtime.fakes import ScriptedLlm
+from tests.runtime.helpers import component_journal
 
 COMPILED = ROOT / ".cache" / "components"
 CLOCKS_PY = Path(__file__).parent / "programs" / "clocks.py"
@@ -42,14 +39,6 @@ def test_last_clock_reading_finds_the_latest_answer_of_that_clock() -> None:
     assert last_clock_reading(journal, 1) == 20
     assert last_clock_reading(journal, 0) == 99
     assert last_clock_reading(journal, 2) == 0
-
-
-def _component_journal(wasm: bytes) -> Journal:
-    cache = ComponentCache(engine_for(SandboxLimits().stack_bytes), COMPILED)
-    agent = ComponentAgent(component_snapshot(wasm, cache, agent_id="probe", args=("clocks",)), components=cache,
-                           services=ScriptedLlm())
-    agent.run()
-    return agent.journal
 
 
 def _c_monotonic(stdout: bytes) -> list[float]:
@@ -84,7 +73,7 @@ def test_a_python_agents_monotonic_clock_is_journaled_and_never_goes_back(tmp_pa
     assert verified.stdout == plain.stdout
 
     # Move it after the first row's readings: the entry after the first log call is its perf_counter read.
-    journal = _component_journal(wasm)
+    journal = component_journal(wasm, COMPILED, "clocks")
     cut = next(i for i, e in enumerate(journal) if e.name == "log") + 2
     assert [e.name for e in journal][cut - 3:cut] == ["clock_time_get", "log", "clock_time_get"]
     snap = tmp_path / "clocks.snapshot"

@@ -25,6 +25,7 @@ from meshagent.sdk.build import build_python_cached
 from tests.conftest import ROOT
 from tests.runtime.conftest import BUILD_CACHE
 from tests.runtime.fakes import ScriptedLlm
+from tests.runtime.helpers import component_journal
 
 COMPILED = ROOT / ".cache" / "components"
 SERVICES = "tests.runtime.fakes:scripted_services"
@@ -72,7 +73,7 @@ def test_retry_py_plain_equals_verify_replay_equals_resume_in_a_new_process(py_a
     (home / "meshagent").mkdir(parents=True)
     (home / "meshagent" / "modules").symlink_to(COMPILED.resolve(), target_is_directory=True)  # compiled once
     snapshot = tmp_path / "retry.snapshot"
-    cut = next(i for i, e in enumerate(_journal(wasm)) if e.name == "rollback" or e.name == "llm") + 1
+    cut = next(i for i, e in enumerate(component_journal(wasm, COMPILED, "retry")) if e.name == "rollback" or e.name == "llm") + 1
     first = _cli("run", str(module), "--local", "--services", SERVICES, "--snapshot-at", str(cut), str(snapshot), home=home)
     assert first.returncode == 0 and "wrote a snapshot" in first.stderr, first.stderr
     (saved,) = decode_family(snapshot.read_bytes())
@@ -81,16 +82,6 @@ def test_retry_py_plain_equals_verify_replay_equals_resume_in_a_new_process(py_a
     assert resumed.returncode == 0, resumed.stderr
     (row,) = [json.loads(line) for line in resumed.stdout.splitlines()]
     assert (row["stdout"].encode(), row["exit_code"], row["host_calls"]) == (plain.stdout, 0, plain.host_calls)
-
-
-def _journal(wasm: bytes) -> Journal:
-    cache = ComponentCache(engine_for(SandboxLimits().stack_bytes), COMPILED)
-    from meshagent.runtime.component_agent import component_snapshot
-
-    agent = ComponentAgent(component_snapshot(wasm, cache, agent_id="probe", args=("retry",)), components=cache,
-                           services=ScriptedLlm())
-    agent.run()
-    return agent.journal
 
 
 def test_a_python_agent_whose_journal_was_tampered_with_diverges(py_agent: Callable[[str], Path]) -> None:
