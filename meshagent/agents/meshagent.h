@@ -39,6 +39,8 @@ int32_t mesh_llm(const char *prompt, int32_t prompt_len, char *out, int32_t out_
  *   seed=N             sampling seed (default 0)
  *   privacy=CLASS      private | lan | any (default any): where this step may run.
  *                      "private" steps never leave the owner's own devices.
+ *   deadline=S         seconds the step should take at most (default 0: none); a node
+ *                      that expects to miss it auctions the step to a faster peer.
  * An empty string resets every option. Returns 0, or -1 if the text is invalid (the
  * options are then unchanged). Example:
  *   mesh_llm_options("max_tokens=128;privacy=private", 30); */

@@ -67,6 +67,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_auctions)
 
+    p = sub.add_parser("emulate", help="pretend this device is hot or on a low battery (to try the triggers)")
+    add_data_dir(p)
+    p.add_argument("--hot", action=argparse.BooleanOptionalAction, default=None, help="emulate a hot device (or not)")
+    p.add_argument("--battery", type=float, metavar="PERCENT", help="emulate running on a battery at PERCENT")
+    p.add_argument("--clear", action="store_true", help="back to the device's real state")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_emulate)
+
     p = sub.add_parser("leave", help="stop the node cleanly")
     add_data_dir(p)
     p.add_argument("--json", action="store_true")
@@ -176,6 +184,22 @@ def cmd_peers(args: argparse.Namespace) -> int:
             f"{now - p['last_seen']:.0f} s ago",
         )
     Console().print(table)
+    return 0
+
+
+def cmd_emulate(args: argparse.Namespace) -> int:
+    params: dict[str, Any] = {"hot": None, "battery_percent": None} if args.clear else {}
+    if args.hot is not None:
+        params["hot"] = args.hot
+    if args.battery is not None:
+        params["battery_percent"] = args.battery
+    result = _call(args, "emulate", params)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        battery = result["battery_percent"]
+        print(f"hot: {result['hot']}; battery: {'none' if battery is None else f'{battery:.0f}%'}"
+              f" (emulated: {', '.join(sorted(result['emulated'])) or 'nothing'})")
     return 0
 
 

@@ -37,6 +37,7 @@ from meshagent.net.host import MeshHost, Stream
 from meshagent.node.control import Emit, Handler
 from meshagent.node.models import NodeModels
 from meshagent.node.placement import PlacementService, StepRequest
+from meshagent.protocol.auction import StepSituation, why_auction
 from meshagent.node.services import NodeServices
 from meshagent.node.snapshots import AgentMeta, FrozenAgent
 from meshagent.node.store import NodeStore
@@ -192,26 +193,24 @@ class NodeAgents:
         privacy = stricter(meta.privacy, options.privacy)
         return stricter(privacy, "private") if self._tool_needs(agent_id).private else privacy
 
-    def _trigger(self, agent_id: str, options: LlmOptions, local: ModelAd | None) -> str | None:
-        """Why this step should be auctioned, or None to run it here."""
+    def _trigger(self, agent_id: str, request: StepRequest, local: ModelAd | None) -> str | None:
+        """Why this step should be auctioned, or None to run it here (:func:`why_auction`)."""
         meta = self.meta(agent_id)
-        privacy = self._step_privacy(agent_id, meta, options)
-        if agent_id in self._forced:
-            return "explicit request (migrate --auction)"
-        if local is None:
-            return f"this node holds no model for {options.model or 'an LLM step'!r}"
-        if privacy == "private" and not self._owner_device(meta.owner):
-            return "private step away from the owner's devices"
         own = self._placement.own_advert()
-        if own.hardware.on_battery and (own.hardware.battery_percent or 0.0) < _BATTERY_FLOOR:
-            return f"on battery at {own.hardware.battery_percent:.0f}%"
-        return None
+        deadline = request.deadline_s
+        return why_auction(StepSituation(
+            forced=agent_id in self._forced,
+            requirement=request.requirement,
+            has_model=local is not None,
+            private_away=request.privacy == "private" and not self._owner_device(meta.owner),
+            on_battery=own.hardware.on_battery,
+            battery_percent=own.hardware.battery_percent,
+            hot=self._placement.hot(),
+            deadline_s=deadline,
+            local_estimate_s=self._placement.local_estimate_s(request) if deadline and local is not None else None,
+        ), battery_floor=_BATTERY_FLOOR)
 
     def _place(self, agent_id: str, options: LlmOptions, prompt_tokens: int, local: ModelAd | None, step: int) -> None:
-        reason = self._trigger(agent_id, options, local)
-        if reason is None:
-            return
-        assert self._token is not None
         meta = self.meta(agent_id)
         needs = self._tool_needs(agent_id)
         request = StepRequest(
@@ -224,7 +223,12 @@ class NodeAgents:
             tool_fuel=needs.fuel,
             policy=meta.policy,
             owner=meta.owner,
+            deadline_s=options.deadline_s or None,
         )
+        reason = self._trigger(agent_id, request, local)
+        if reason is None:
+            return
+        assert self._token is not None
         exclude = self._excluded.get(agent_id, frozenset())
         decision = trio.from_thread.run(
             lambda: self._placement.run_auction(request, exclude=exclude, trigger=reason, step_index=step), trio_token=self._token

@@ -107,6 +107,15 @@ def _accelerators() -> tuple[str, ...]:
     return tuple(found)
 
 
+def is_hot() -> bool:
+    """Whether any thermal sensor is at or above its high mark (False where there are none)."""
+    try:
+        sensors = psutil.sensors_temperatures()
+    except (AttributeError, NotImplementedError, OSError):
+        return False
+    return any(t.high and t.current >= t.high for readings in sensors.values() for t in readings)
+
+
 def probe_hardware() -> Hardware:
     """What this device really has, right now."""
     vm = psutil.virtual_memory()

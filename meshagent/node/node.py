@@ -14,7 +14,7 @@ import platform
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +22,11 @@ import trio
 
 from meshagent import __version__
 from meshagent.config import Config
-from meshagent.errors import MeshError
+from meshagent.errors import ControlError, MeshError
 from meshagent.net.host import MeshHost, open_host
 from meshagent.node.control import ControlServer, Emit
 from meshagent.node.drain import Drain, drain_order
-from meshagent.node.hardware import emulate_profile, probe_hardware
+from meshagent.node.hardware import emulate_profile, is_hot, probe_hardware
 from meshagent.node.identity import DataDirLock, Identity, ensure_private_dir, load_or_create_identity
 from meshagent.node.membership import Membership
 from meshagent.node.agents import NodeAgents
@@ -122,13 +122,43 @@ class Node:
         self.load: Callable[[], int] = lambda: 0
         self.started_monotonic = 0.0
         self.drain: Drain | None = None
+        self.emulated: dict[str, float | bool] = {}
+        """Device states set by ``meshagent emulate`` (battery, heat): mocks of what cannot happen here."""
 
     # --- adverts -------------------------------------------------------------
 
     def _hardware(self) -> Hardware:
         real = probe_hardware()
         profile = self.config.node.profile
-        return emulate_profile(real, profile) if profile else real
+        hw = emulate_profile(real, profile) if profile else real
+        battery = self.emulated.get("battery_percent")
+        if battery is not None:  # an emulated battery (`meshagent emulate`): what a laptop here cannot do for real
+            hw = replace(hw, battery_percent=float(battery), on_battery=bool(self.emulated.get("on_battery", True)))
+        return hw
+
+    def hot(self) -> bool:
+        """The device is hot: its thermal sensors say so, or an emulated state does."""
+        emulated = self.emulated.get("hot")
+        return is_hot() if emulated is None else bool(emulated)
+
+    async def _op_emulate(self, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        """Emulate device states this machine cannot really be in (a mock, named as such):
+        ``battery_percent`` (with ``on_battery``, default true) and ``hot``; null clears one."""
+        for key in ("battery_percent", "on_battery", "hot"):
+            if key not in params:
+                continue
+            value = params[key]
+            if value is None:
+                self.emulated.pop(key, None)
+            elif key == "battery_percent" and isinstance(value, (int, float)) and 0 <= value <= 100:
+                self.emulated[key] = float(value)
+            elif key != "battery_percent" and isinstance(value, bool):
+                self.emulated[key] = value
+            else:
+                raise ControlError(f"emulate: bad value for {key}: {value!r}")
+        assert self.membership is not None
+        self.membership.refresh_own()
+        return {"emulated": dict(self.emulated), "hot": self.hot(), "battery_percent": self._hardware().battery_percent}
 
     def build_advert_name(self) -> str:
         return self.config.node.name or platform.node()
@@ -249,6 +279,7 @@ class Node:
                     self.config, self.data_dir, host=host, models=self.node_models, placement=self.placement, trust=self.trust
                 )
                 self.placement.set_busy(self.agents.busy_s)
+                self.placement.hot = self.hot
                 membership, me = self.membership, self.identity.peer_id
                 self.drain = Drain(
                     agents=lambda: [(a.agent_id, a.status) for a in self.agents.manager.agents()],
@@ -282,6 +313,7 @@ class Node:
                         **self.agents.handlers(),
                         **self.handoff.handlers(),
                         "rtt_probe": self._op_rtt_probe,
+                        "emulate": self._op_emulate,
                         **api.handlers(),
                     },
                 )

@@ -16,7 +16,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Final
 
 import trio
@@ -39,9 +39,12 @@ from meshagent.protocol.auction import (
     CallForBids,
     Decision,
     Decline,
+    ModelRequirement,
     Release,
     Report,
     Reservations,
+    best_model,
+    estimate_for,
     make_bid,
     select_bidders,
 )
@@ -128,6 +131,8 @@ class PlacementService:
         self._limits: dict[PeerId, _RateLimit] = {}
         self._channels: dict[PeerId, _Channel] = {}
         self.refused_calls = 0
+        self.hot: Callable[[], bool] = lambda: False
+        """Whether this device is hot (set by the node: thermal sensors or an emulated state)."""
 
     def set_busy(self, busy_s: Callable[[], float]) -> None:
         """Where bids learn how much work is already queued here."""
@@ -176,6 +181,7 @@ class PlacementService:
             rtt_s=rtt_s,
             on_battery=me.hardware.on_battery,
             battery_percent=me.hardware.battery_percent,
+            hot=self.hot(),
             tool_memory_bytes=self._config.sandbox.memory_bytes,
             tool_fuel=self._config.sandbox.fuel,
         )
@@ -306,6 +312,38 @@ class PlacementService:
             except Exception as exc:  # best effort: reservations expire anyway
                 log.debug("telling %s failed: %s", peer, exc)
 
+    def _call_for(self, step: StepRequest, now: float) -> CallForBids:
+        me = self._host.peer_id
+        return CallForBids(
+            auction_id=os.urandom(8).hex(),
+            agent_id=step.agent_id,
+            home=me,
+            owner=PeerId(step.owner or me),
+            requirement=step.requirement,
+            context_tokens=step.context_tokens,
+            output_tokens=step.output_tokens,
+            privacy=step.privacy,
+            policy=step.policy,
+            snapshot_bytes=step.snapshot_bytes,
+            issued_at=now,
+            bid_deadline=now + self._bid_window_s * 4,
+            deadline_s=step.deadline_s,
+            kv_model_sha256=step.kv_model_sha256,
+            max_price=step.max_price,
+            tool_memory_bytes=step.tool_memory_bytes,
+            tool_fuel=step.tool_fuel,
+        )
+
+    def local_estimate_s(self, step: StepRequest) -> float | None:
+        """Seconds this node expects the step to take here (its own bid, without reserving), or None."""
+        call = self._call_for(step, time.time())
+        ctx = self._context(call)
+        model = best_model(ctx.models, ModelRequirement(call.requirement))
+        if model is None:
+            return None
+        busy = replace(ctx, busy_s=ctx.busy_s + self.reservations.active(call.issued_at).work_s(call.issued_at))
+        return estimate_for(call, model, busy, staying=True).total_s
+
     async def run_auction(
         self,
         step: StepRequest,
@@ -321,25 +359,7 @@ class PlacementService:
         now = time.time()
         me = self._host.peer_id
         owner = PeerId(step.owner or me)
-        call = CallForBids(
-            auction_id=os.urandom(8).hex(),
-            agent_id=step.agent_id,
-            home=me,
-            owner=owner,
-            requirement=step.requirement,
-            context_tokens=step.context_tokens,
-            output_tokens=step.output_tokens,
-            privacy=step.privacy,
-            policy=step.policy,
-            snapshot_bytes=step.snapshot_bytes,
-            issued_at=now,
-            bid_deadline=now + self._bid_window_s * 4,
-            deadline_s=step.deadline_s,
-            kv_model_sha256=step.kv_model_sha256,
-            max_price=step.max_price,
-            tool_memory_bytes=step.tool_memory_bytes,
-            tool_fuel=step.tool_fuel,
-        )
+        call = self._call_for(step, now)
         owner_devices = self._owner_devices(owner)
         on_link = frozenset(p for p in self._members.table if self.on_link(p))
         adverts = {p: a for p, a in self._adverts().items() if p not in exclude}

@@ -40,6 +40,7 @@ __all__ = [
     "SIZE_ORDER",
     "MAX_FANOUT",
     "ModelRequirement",
+    "best_model",
     "CallForBids",
     "Bid",
     "Decline",
@@ -53,6 +54,8 @@ __all__ = [
     "prefill_tokens",
     "estimate_for",
     "make_bid",
+    "StepSituation",
+    "why_auction",
     "AuctionState",
     "Decision",
     "Auction",
@@ -336,6 +339,8 @@ class BidderContext:
     battery_percent: float | None = None
     accept_on_battery_below: float = 20.0
     """Below this battery level the node refuses work for others."""
+    hot: bool = False
+    """A hot device refuses work for others."""
     cached_model_sha256: str = ""
     """A model for which this node still holds a KV prefix of the agent's context (it hosted the agent before)."""
     cached_tokens: int = 0
@@ -414,6 +419,8 @@ def make_bid(
         return decline(f"privacy: may not take a {call.privacy} step")
     if not staying and ctx.on_battery and (ctx.battery_percent or 0.0) < ctx.accept_on_battery_below:
         return decline("on battery")
+    if not staying and ctx.hot:
+        return decline("hot")
     if call.tool_memory_bytes > ctx.tool_memory_bytes or call.tool_fuel > ctx.tool_fuel:
         return decline(f"tools: cannot give a tool {call.tool_memory_bytes} bytes of memory and {call.tool_fuel} fuel")
     model = best_model(ctx.models, ModelRequirement(call.requirement))
@@ -439,6 +446,52 @@ def make_bid(
         energy=energy,
     )
     return bid, reservations.reserve(call.auction_id, expires, est.prefill_s + est.decode_s)
+
+
+# --- when to hold an auction -----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StepSituation:
+    """What the agent's current node knows when an LLM step comes up."""
+
+    forced: bool = False
+    """The owner asked for it (``meshagent migrate AGENT --auction``)."""
+    requirement: str = ""
+    has_model: bool = True
+    """This node holds a model meeting the step's requirement."""
+    private_away: bool = False
+    """The step is private and this node is not one of the owner's devices."""
+    on_battery: bool = False
+    battery_percent: float | None = None
+    hot: bool = False
+    """The device is hot (thermal sensors at their high mark)."""
+    deadline_s: float | None = None
+    """The step's deadline, seconds from now."""
+    local_estimate_s: float | None = None
+    """This node's own estimate for the step (the bid it would make for itself)."""
+
+
+def why_auction(s: StepSituation, *, battery_floor: float = 20.0) -> str | None:
+    """Why the step should be auctioned, or ``None`` to run it here.
+
+    In order: an explicit request; no model here; a private step away from the
+    owner's devices; a battery below ``battery_floor`` percent; a hot device; a
+    deadline this node's own estimate misses.
+    """
+    if s.forced:
+        return "explicit request (migrate --auction)"
+    if not s.has_model:
+        return f"this node holds no model for {s.requirement or 'an LLM step'!r}"
+    if s.private_away:
+        return "private step away from the owner's devices"
+    if s.on_battery and (s.battery_percent or 0.0) < battery_floor:
+        return f"on battery at {s.battery_percent or 0.0:.0f}%"
+    if s.hot:
+        return "the device is hot"
+    if s.deadline_s is not None and s.local_estimate_s is not None and s.local_estimate_s > s.deadline_s:
+        return f"deadline {s.deadline_s:.2f} s cannot be met here (expected {s.local_estimate_s:.2f} s)"
+    return None
 
 
 # --- the auctioneer ------------------------------------------------------------

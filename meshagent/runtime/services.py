@@ -68,24 +68,30 @@ class LlmOptions:
     seed: int = 0
     privacy: str = "any"
     """``private`` (owner's devices only), ``lan`` or ``any``."""
+    deadline_s: float = 0.0
+    """Seconds the step should take at most (0: none); a node that expects to miss it auctions the step."""
 
     def to_wire(self) -> list[object]:
-        return [self.model, self.max_tokens, self.temperature, self.seed, self.privacy]
+        base: list[object] = [self.model, self.max_tokens, self.temperature, self.seed, self.privacy]
+        return [*base, self.deadline_s] if self.deadline_s else base  # journals without a deadline keep their digests
 
     @classmethod
     def from_wire(cls, raw: object) -> LlmOptions:
-        model, max_tokens, temperature, seed, privacy = raw  # type: ignore[misc]
+        model, max_tokens, temperature, seed, privacy, *rest = raw  # type: ignore[misc]
+        deadline = rest[0] if len(rest) == 1 else 0.0
         if not (isinstance(model, str) and isinstance(max_tokens, int) and isinstance(temperature, (int, float))
-                and isinstance(seed, int) and privacy in PRIVACY_CLASSES):
+                and isinstance(seed, int) and privacy in PRIVACY_CLASSES and len(rest) <= 1
+                and isinstance(deadline, (int, float)) and math.isfinite(deadline) and deadline >= 0):
             raise ValueError("invalid llm options")
-        return cls(model, max_tokens, float(temperature), seed, str(privacy))
+        return cls(model, max_tokens, float(temperature), seed, str(privacy), float(deadline))
 
 
 def parse_llm_options(text: str, base: LlmOptions) -> LlmOptions | None:
     """Parse ``key=value`` pairs separated by ``;``, ``,`` or newlines; ``None`` if invalid.
 
     Keys: ``model``, ``max_tokens`` (1..65536), ``temperature`` (0..2),
-    ``seed``, ``privacy`` (private | lan | any). Unset keys keep their value;
+    ``seed``, ``privacy`` (private | lan | any), ``deadline`` (seconds for the
+    step, 0 for none, at most a day). Unset keys keep their value;
     an empty string resets to the defaults.
     """
     if not text.strip():
@@ -118,6 +124,11 @@ def parse_llm_options(text: str, base: LlmOptions) -> LlmOptions | None:
                     if value not in PRIVACY_CLASSES:
                         return None
                     options = replace(options, privacy=value)
+                case "deadline":
+                    d = float(value)
+                    if not (math.isfinite(d) and 0.0 <= d <= 86400.0):
+                        return None
+                    options = replace(options, deadline_s=d)
                 case _:
                     return None
         except ValueError:

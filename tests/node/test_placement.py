@@ -1,10 +1,18 @@
 """Auctions between real node processes holding real (generated) models."""
 
+from pathlib import Path
+
 import pytest
 
 from meshagent.node.emulation import write_device_config
 from meshagent.node.spawn import NodeProcess, wait_for
-from tests.conftest import MODEL_CACHE
+from meshagent.runtime.build import build_cached
+from tests.conftest import MODEL_CACHE, ROOT
+
+
+@pytest.fixture(scope="module")
+def steps_wasm() -> Path:
+    return build_cached(Path(__file__).parent / "programs" / "steps.c", ROOT / ".cache" / "agents")
 
 
 @pytest.fixture(scope="module")
@@ -61,3 +69,53 @@ def test_private_step_stays_on_owner_devices(mesh):
     assert r["winner"] is None
     assert any("privacy" in d["reason"] for d in r["declines"])
     mesh["phone"].call("untrust", {"peer": mesh["gpu"].peer_id})
+
+
+def _run_one_step(node, wasm, tag, options=""):
+    args = ["steps", "1", "0", tag, *([options] if options else [])]
+    result = node.call("run", {"module_path": str(wasm), "args": args, "privacy": "any"}, timeout=300)
+    (agent,) = [a for a in result["agents"] if a.get("parent_id") is None] or result["agents"][:1]
+    assert agent["status"] == "exited", result
+    triggers = [a["trigger"] for a in node.call("auctions")["auctions"] if a["agent_id"] == agent["agent_id"]]
+    return agent, triggers
+
+
+def test_a_step_that_would_miss_its_deadline_here_is_auctioned(mesh, steps_wasm):
+    _, triggers = _run_one_step(mesh["laptop"], steps_wasm, "roomy")
+    assert triggers == []  # the laptop holds a model and has time: the step runs there
+    _, triggers = _run_one_step(mesh["laptop"], steps_wasm, "hurried", "deadline=0.001")
+    assert len(triggers) == 1 and triggers[0].startswith("deadline 0.00 s cannot be met here"), triggers
+
+
+@pytest.mark.parametrize("state, trigger, decline", [({"hot": True}, "the device is hot", "hot"),
+                                                     ({"battery_percent": 10}, "on battery at 10%", "on battery")],
+                         ids=["hot", "battery"])
+def test_a_hot_or_low_battery_device_auctions_its_steps_and_takes_no_work(mesh, steps_wasm, state, trigger, decline):
+    laptop = mesh["laptop"]
+    assert laptop.call("emulate", state)["emulated"]  # a mock: this machine cannot overheat or run on a battery
+    try:
+        _, triggers = _run_one_step(laptop, steps_wasm, f"warm-{decline}")
+        assert triggers == [trigger]
+        # ...and it declines to run others' steps meanwhile.
+        wait_for(lambda: laptop.peer_id in mesh["phone"].peers(), timeout=10)
+        r = mesh["phone"].call("auction", {"requirement": "size>=small", "privacy": "any"})
+        assert {"bidder": laptop.peer_id, "reason": decline} in [{k: d[k] for k in ("bidder", "reason")} for d in r["declines"]]
+    finally:
+        laptop.call("emulate", {"hot": None, "battery_percent": None})
+
+
+def test_emulate_command(mesh):
+    import json
+    import subprocess
+    import sys
+
+    def emulate(*flags):
+        out = subprocess.run([sys.executable, "-m", "meshagent", "emulate", "--data-dir", str(mesh["laptop"].data_dir),
+                              "--json", *flags], capture_output=True, text=True, timeout=60, check=True)
+        return json.loads(out.stdout)
+
+    assert emulate("--hot", "--battery", "12") == {"emulated": {"hot": True, "battery_percent": 12.0}, "hot": True,
+                                                   "battery_percent": 12.0}
+    ok, _ = wait_for(lambda: mesh["phone"].peers()[mesh["laptop"].peer_id]["on_battery"], timeout=15)
+    assert ok  # the emulated battery is advertised
+    assert emulate("--clear")["emulated"] == {}

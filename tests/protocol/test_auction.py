@@ -14,8 +14,10 @@ from meshagent.protocol.auction import (
     Decline,
     ModelRequirement,
     Reservations,
+    StepSituation,
     make_bid,
     select_bidders,
+    why_auction,
 )
 from meshagent.protocol.signed import peer_id_from_public_key
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -80,6 +82,26 @@ def test_no_model_expired_battery():
     assert isinstance(make_bid(call("h"), ctx("p", (LARGE,)), Reservations(), now=102.0)[0], Decline)
     low = ctx("p", (LARGE,), on_battery=True, battery_percent=5.0)
     assert make_bid(call("h"), low, Reservations(), now=100.0)[0].reason == "on battery"
+    hot = ctx("p", (LARGE,), hot=True)
+    assert make_bid(call("h"), hot, Reservations(), now=100.0)[0].reason == "hot"
+    # A hot home still bids to keep its own agent (the auction decides whether it moves).
+    assert isinstance(make_bid(call("p"), hot, Reservations(), now=100.0)[0], Bid)
+
+
+def test_why_auction_names_each_trigger_in_order():
+    calm = StepSituation(requirement="size>=large")
+    assert why_auction(calm) is None
+    assert "explicit" in why_auction(dataclasses.replace(calm, forced=True, has_model=False))
+    assert why_auction(dataclasses.replace(calm, has_model=False)) == "this node holds no model for 'size>=large'"
+    assert "private" in why_auction(dataclasses.replace(calm, private_away=True, hot=True))
+    assert why_auction(dataclasses.replace(calm, on_battery=True, battery_percent=15.0)) == "on battery at 15%"
+    assert why_auction(dataclasses.replace(calm, on_battery=True, battery_percent=15.0), battery_floor=10.0) is None
+    assert why_auction(dataclasses.replace(calm, on_battery=False, battery_percent=5.0)) is None  # plugged in
+    assert why_auction(dataclasses.replace(calm, hot=True)) == "the device is hot"
+    late = dataclasses.replace(calm, deadline_s=1.0, local_estimate_s=2.5)
+    assert why_auction(late) == "deadline 1.00 s cannot be met here (expected 2.50 s)"
+    assert why_auction(dataclasses.replace(late, local_estimate_s=0.5)) is None
+    assert why_auction(dataclasses.replace(late, local_estimate_s=None)) is None
 
 
 def test_auction_end_to_end_in_memory():

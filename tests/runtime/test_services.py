@@ -27,6 +27,11 @@ def test_llm_options_parsing() -> None:
     parsed = parse_llm_options("model=big; max_tokens=128, temperature=0.5\nprivacy=private", base)
     assert parsed == LlmOptions(model="big", max_tokens=128, temperature=0.5, privacy="private")
     assert parse_llm_options("privacy=public", base) is None
+    timed = parse_llm_options("deadline=2.5", base)
+    assert timed is not None and timed.deadline_s == 2.5
+    assert parse_llm_options("deadline=-1", base) is None and parse_llm_options("deadline=nan", base) is None
+    # A deadline travels in snapshots; options without one keep their old wire form (and journal digests).
+    assert LlmOptions.from_wire(timed.to_wire()) == timed and len(base.to_wire()) == 5
     assert parse_llm_options("max_tokens=0", base) is None
     assert parse_llm_options("temperature=nan", base) is None
     assert parse_llm_options("colour=red", base) is None

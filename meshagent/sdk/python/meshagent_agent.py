@@ -49,9 +49,12 @@ def llm(prompt: str) -> str:
 
 
 def options(*, model: str | None = None, max_tokens: int | None = None, temperature: float | None = None,
-            seed: int | None = None, privacy: str | None = None, reset: bool = False) -> None:
-    """Options for the following ``llm`` calls (sticky); ``privacy`` is private, lan or any."""
-    pairs = {"model": model, "max_tokens": max_tokens, "temperature": temperature, "seed": seed, "privacy": privacy}
+            seed: int | None = None, privacy: str | None = None, deadline: float | None = None,
+            reset: bool = False) -> None:
+    """Options for the following ``llm`` calls (sticky); ``privacy`` is private, lan or any;
+    ``deadline`` is the seconds a step should take at most (a node expecting to miss it auctions the step)."""
+    pairs = {"model": model, "max_tokens": max_tokens, "temperature": temperature, "seed": seed, "privacy": privacy,
+             "deadline": deadline}
     text = ";".join(f"{k}={v}" for k, v in pairs.items() if v is not None)
     if host.llm_options("" if reset else text) != 0:
         raise ValueError(f"invalid llm options: {text!r}")

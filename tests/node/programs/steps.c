@@ -1,9 +1,11 @@
 /* steps — a test agent that makes several LLM steps and prints each answer.
  *
- *   steps [N [PAUSE_MS [TAG]]]   N steps (default 6), PAUSE_MS milliseconds between them (default 300);
+ *   steps [N [PAUSE_MS [TAG [OPTIONS]]]]
+ *                                N steps (default 6), PAUSE_MS milliseconds between them (default 300);
  *                                TAG starts the first prompt, so agents with different tags share no
  *                                prompt prefix (a node reuses the KV of a finished agent's prefix,
- *                                which may change near-tie answers of the tiny test models)
+ *                                which may change near-tie answers of the tiny test models);
+ *                                OPTIONS are more mesh_llm_options (e.g. "deadline=0.01")
  *
  * Used by the handoff crash tests and the chaos runner: it is slow enough to be
  * caught mid-run by a migration, and its output (greedy answers of the node's
@@ -32,6 +34,10 @@ int main(int argc, char **argv) {
     static char prompt[512], answer[1024];
     const char *opts = "privacy=any;max_tokens=12";
     mesh_llm_options(opts, (int32_t)strlen(opts));
+    if (argc > 4 && mesh_llm_options(argv[4], (int32_t)strlen(argv[4])) != 0) {
+        fprintf(stderr, "steps: invalid options %s\n", argv[4]);
+        return 2;
+    }
     for (int i = 0; i < steps; i++) {
         snprintf(prompt, sizeof prompt, "%s%sStep %d of %d of a careful plan:", tag, *tag ? " " : "", i + 1, steps);
         int n = mesh_llm(prompt, (int32_t)strlen(prompt), answer, sizeof answer - 1);
