@@ -14,7 +14,8 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from collections import OrderedDict
+from typing import Generic, TypeVar
 
 import wasmtime
 
@@ -50,3 +51,35 @@ def write_compiled(path: Path, artefact: bytes, what: str) -> None:
         tmp.replace(path)
     except OSError as exc:
         log.warning("cannot write %s cache %s: %s", what, path, exc)
+
+
+class Recent(Generic[T]):
+    """The ``capacity`` most recently used compiled artefacts by sha256, in memory (thread-safe).
+
+    Bounded, so a stream of distinct agents (or a hostile peer sending them) cannot make
+    a node's memory grow without end; an evicted artefact is read back from the disk
+    cache or compiled again. Agents that run keep their own reference to what they use.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._items: OrderedDict[str, T] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, sha256: str) -> T | None:
+        with self._lock:
+            item = self._items.get(sha256)
+            if item is not None:
+                self._items.move_to_end(sha256)
+            return item
+
+    def put(self, sha256: str, item: T) -> None:
+        with self._lock:
+            self._items[sha256] = item
+            self._items.move_to_end(sha256)
+            while len(self._items) > self._capacity:
+                self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)

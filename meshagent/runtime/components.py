@@ -10,7 +10,6 @@ given agent once.
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -19,7 +18,7 @@ import wasmtime
 from wasmtime import component as wc
 
 from meshagent.errors import ModuleError
-from meshagent.runtime.compile_cache import read_compiled, write_compiled
+from meshagent.runtime.compile_cache import Recent, read_compiled, write_compiled
 from meshagent.runtime.modules import _CACHE_TAG, MAX_MODULE_BYTES, sha256_hex
 from meshagent.runtime.traps import trap_text
 
@@ -28,6 +27,8 @@ __all__ = ["is_component", "LoadedComponent", "ComponentCache", "MAX_COMPONENT_B
 log = logging.getLogger(__name__)
 
 MAX_COMPONENT_BYTES: Final = 128 << 20
+COMPONENTS_IN_MEMORY: Final = 8
+"""Compiled components (tens of MB of code each) a process keeps in memory."""
 _COMPONENT_HEADER: Final = b"\0asm\x0d\x00\x01\x00"
 
 
@@ -51,8 +52,7 @@ class ComponentCache:
     def __init__(self, engine: wasmtime.Engine, cache_dir: Path | None = None) -> None:
         self._engine = engine
         self._dir = cache_dir
-        self._loaded: dict[str, LoadedComponent] = {}
-        self._lock = threading.Lock()
+        self._loaded: Recent[LoadedComponent] = Recent(COMPONENTS_IN_MEMORY)
 
     @property
     def engine(self) -> wasmtime.Engine:
@@ -62,15 +62,13 @@ class ComponentCache:
         if len(wasm) > max(MAX_COMPONENT_BYTES, MAX_MODULE_BYTES) or not is_component(wasm):
             raise ModuleError("not a WebAssembly component of an acceptable size")
         sha = sha256_hex(wasm)
-        with self._lock:
-            hit = self._loaded.get(sha)
+        hit = self._loaded.get(sha)
         if hit is not None:
             return hit
         component = self._compile(sha, wasm)
         imports = tuple(component.type.imports(self._engine))
         loaded = LoadedComponent(sha, wasm, component, imports)
-        with self._lock:
-            self._loaded[sha] = loaded
+        self._loaded.put(sha, loaded)
         return loaded
 
     def _compile(self, sha: str, wasm: bytes) -> wc.Component:

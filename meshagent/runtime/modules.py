@@ -18,12 +18,14 @@ from typing import Final
 import wasmtime
 
 from meshagent.errors import LinkError, ModuleError
-from meshagent.runtime.compile_cache import read_compiled, write_compiled
+from meshagent.runtime.compile_cache import Recent, read_compiled, write_compiled
 from meshagent.runtime.instrument import export_mutable_globals
 
 __all__ = ["LoadedModule", "ModuleCache", "engine_for", "sha256_hex", "MAX_MODULE_BYTES"]
 
 MAX_MODULE_BYTES: Final = 64 << 20
+MODULES_IN_MEMORY: Final = 64
+"""Compiled modules a process keeps in memory (least recently used dropped first)."""
 def _wasmtime_version() -> str:
     try:
         return importlib.metadata.version("wasmtime")
@@ -79,8 +81,7 @@ class ModuleCache:
     def __init__(self, engine: wasmtime.Engine, cache_dir: Path | None = None) -> None:
         self._engine = engine
         self._dir = cache_dir
-        self._loaded: dict[str, LoadedModule] = {}
-        self._lock = threading.Lock()
+        self._loaded: Recent[LoadedModule] = Recent(MODULES_IN_MEMORY)
 
     @property
     def engine(self) -> wasmtime.Engine:
@@ -91,16 +92,14 @@ class ModuleCache:
         return self._dir
 
     def get(self, sha256: str) -> LoadedModule | None:
-        with self._lock:
-            return self._loaded.get(sha256)
+        return self._loaded.get(sha256)
 
     def load(self, wasm: bytes, known_imports: frozenset[tuple[str, str]]) -> LoadedModule:
         if len(wasm) > MAX_MODULE_BYTES:
             raise ModuleError(f"module of {len(wasm)} bytes is larger than the limit of {MAX_MODULE_BYTES}")
         sha = sha256_hex(wasm)
-        with self._lock:
-            if (hit := self._loaded.get(sha)) is not None:
-                return hit
+        if (hit := self._loaded.get(sha)) is not None:
+            return hit
         instrumented, names = export_mutable_globals(wasm)
         module = self._compile(sha, instrumented)
         imports = tuple((imp.module, imp.name or "") for imp in module.imports)
@@ -121,8 +120,7 @@ class ModuleCache:
             raise ModuleError("the module does not export its linear memory as 'memory'; build it as a WASI module")
         style = "command" if isinstance(exports.get("_start"), wasmtime.FuncType) else "reactor"
         loaded = LoadedModule(sha, wasm, module, names, imports, style)
-        with self._lock:
-            self._loaded[sha] = loaded
+        self._loaded.put(sha, loaded)
         return loaded
 
     def _compile(self, sha: str, wasm: bytes) -> wasmtime.Module:
