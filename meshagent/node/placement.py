@@ -62,6 +62,8 @@ _LAN_BPS: Final = 12.5e6
 _WAN_BPS: Final = 2.5e6
 _HISTORY: Final = 200
 _CALLS_PER_PEER_PER_S: Final = 20.0
+_AWARD_HOLD_MAX_S: Final = 120.0
+"""The longest an award keeps the capacity its bid reserved."""
 _CHANNEL_IDLE_S: Final = 120.0
 """An auction channel nobody used for this long is closed by the bidder."""
 _LLM_SLOTS: Final = recommended_capacity().llm_per_model
@@ -237,7 +239,11 @@ class PlacementService:
             case Award():
                 if msg.winner == self._host.peer_id:
                     self.awards[msg.auction_id] = (msg, signer, time.time())
-                    self.reservations = self.reservations.extend(msg.auction_id, msg.expires_at)
+                    while len(self.awards) > _HISTORY:  # bounded: awards arrive from peers
+                        self.awards.pop(next(iter(self.awards)))
+                    # Held until the handoff comes, but not for as long as any auctioneer likes.
+                    until = min(msg.expires_at, time.time() + _AWARD_HOLD_MAX_S)
+                    self.reservations = self.reservations.extend(msg.auction_id, until)
             case Release():
                 self.reservations = self.reservations.release(msg.auction_id)
                 self.awards.pop(msg.auction_id, None)
@@ -390,6 +396,8 @@ class PlacementService:
                 if award_msg is not None and award_msg.winner != me:
                     winner_bid = next(b for b in decision.bids if b.bidder == award_msg.winner)
                     self._awarded[call.auction_id] = (award_msg.winner, winner_bid.estimate.total_s, time.time())
+                    while len(self._awarded) > _HISTORY:  # awards never reported on (no step ran) are forgotten
+                        self._awarded.pop(next(iter(self._awarded)))
                     nursery.start_soon(self._tell, award_msg.winner, auction.encode(award_msg, key), messages)
                 for peer, rel in releases:
                     if peer == me:
@@ -475,4 +483,5 @@ class PlacementService:
         return self.history[-1]
 
     async def _op_auctions(self, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
-        return {"auctions": list(self.history), "reputation": dict(self.reputation), "refused_calls": self.refused_calls}
+        return {"auctions": list(self.history), "reputation": dict(self.reputation), "refused_calls": self.refused_calls,
+                "awards_pending": len(self.awards)}

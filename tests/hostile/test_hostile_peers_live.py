@@ -95,6 +95,28 @@ async def test_call_for_bids_flood_is_rate_limited_and_impersonation_refused(tar
     assert target.proc.poll() is None
 
 
+async def test_a_flood_of_awards_is_bounded(target, tmp_path):
+    """Awards (signed by a real peer, naming the target as winner) for auctions that never
+    happened, for ever: the target remembers a bounded number and keeps answering."""
+    me = load_or_create_identity(tmp_path / "attacker")
+    async with open_host(me, ["/ip4/127.0.0.1/tcp/0"]) as host:
+        peer, addr = split_p2p_addr(target.addrs[0])
+        assert await host.dial(peer, [addr])
+        stream = await host.open_stream(peer, AUCTION_PROTOCOL)
+        for i in range(400):
+            award = auction.Award(auction_id=f"x{i}", agent_id="a1", winner=peer, expires_at=time.time() + 10 * 365 * 86400)
+            await stream.send_frame(auction.encode(award, me.signing_key))
+        # A call for bids on the same stream is answered after every award was handled.
+        await stream.send_frame(auction.encode(call_for_bids(me.peer_id, now=time.time()), me.signing_key))
+        with trio.fail_after(10):
+            reply = await stream.receive_frame(auction.MAX_MESSAGE_BYTES)
+        assert auction.decode(reply)[0] == peer  # still answering
+        await stream.close()
+    stats = await trio.to_thread.run_sync(lambda: target.call("auctions"))
+    assert stats["awards_pending"] == 200
+    assert target.proc.poll() is None
+
+
 async def test_oversized_frames_on_every_protocol(target, tmp_path):
     me = load_or_create_identity(tmp_path / "attacker")
     async with open_host(me, ["/ip4/127.0.0.1/tcp/0"]) as host:
