@@ -208,6 +208,7 @@ class NodeAgents:
             hot=self._placement.hot(),
             deadline_s=deadline,
             local_estimate_s=self._placement.local_estimate_s(request) if deadline and local is not None else None,
+            won_here=self._placement.won(agent_id),
         ), battery_floor=_BATTERY_FLOOR)
 
     def _place(self, agent_id: str, options: LlmOptions, prompt_tokens: int, local: ModelAd | None, step: int) -> None:

@@ -450,6 +450,10 @@ class PlacementService:
         log.info("peer %s promised %.2f s, took %.2f s: reliability factor now %.2f", winner, promised, actual,
                  self.reputation.factor(winner))
 
+    def won(self, agent_id: str) -> bool:
+        """This node won an auction for the agent's current step (not reported yet)."""
+        return any(award.agent_id == agent_id for award, _, _ in self.awards.values())
+
     async def report_step(self, agent_id: str) -> None:
         """After running a step this node won: tell the auctioneer how long it really took."""
         won = [(aid, a) for aid, a in self.awards.items() if a[0].agent_id == agent_id]

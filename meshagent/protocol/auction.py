@@ -470,6 +470,8 @@ class StepSituation:
     """The step's deadline, seconds from now."""
     local_estimate_s: float | None = None
     """This node's own estimate for the step (the bid it would make for itself)."""
+    won_here: bool = False
+    """This node won an auction for this step (the agent came here to run it)."""
 
 
 def why_auction(s: StepSituation, *, battery_floor: float = 20.0) -> str | None:
@@ -477,7 +479,9 @@ def why_auction(s: StepSituation, *, battery_floor: float = 20.0) -> str | None:
 
     In order: an explicit request; no model here; a private step away from the
     owner's devices; a battery below ``battery_floor`` percent; a hot device; a
-    deadline this node's own estimate misses.
+    deadline this node's own estimate misses. The last three are soft: a node that
+    won the step's auction runs it (else an agent whose deadline no node can meet
+    would move on for ever).
     """
     if s.forced:
         return "explicit request (migrate --auction)"
@@ -485,6 +489,8 @@ def why_auction(s: StepSituation, *, battery_floor: float = 20.0) -> str | None:
         return f"this node holds no model for {s.requirement or 'an LLM step'!r}"
     if s.private_away:
         return "private step away from the owner's devices"
+    if s.won_here:
+        return None
     if s.on_battery and (s.battery_percent or 0.0) < battery_floor:
         return f"on battery at {s.battery_percent or 0.0:.0f}%"
     if s.hot:

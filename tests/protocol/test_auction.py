@@ -102,6 +102,11 @@ def test_why_auction_names_each_trigger_in_order():
     assert why_auction(late) == "deadline 1.00 s cannot be met here (expected 2.50 s)"
     assert why_auction(dataclasses.replace(late, local_estimate_s=0.5)) is None
     assert why_auction(dataclasses.replace(late, local_estimate_s=None)) is None
+    # The winner of the step's auction runs it: soft triggers do not move the agent on again...
+    assert why_auction(dataclasses.replace(late, won_here=True, hot=True, on_battery=True, battery_percent=1.0)) is None
+    # ...hard ones still do.
+    assert why_auction(dataclasses.replace(late, won_here=True, has_model=False)) is not None
+    assert why_auction(dataclasses.replace(late, won_here=True, private_away=True)) is not None
 
 
 def test_auction_end_to_end_in_memory():
