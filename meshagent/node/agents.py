@@ -313,6 +313,9 @@ class NodeAgents:
     def holds(self, agent_id: str) -> bool:
         return self.manager.is_known(agent_id)
 
+    def frozen_in_store(self, agent_id: str) -> bool:
+        return not self.manager.is_known(agent_id) and self.store.status_of(agent_id) == "suspended"
+
     def has_tool(self, sha256_prefix: str) -> bool:
         return self.manager.tools.store.has_prefix(sha256_prefix)
 

@@ -100,6 +100,10 @@ class AgentCustody(Protocol):
     def holds(self, agent_id: str) -> bool:
         """True when the runtime has this agent (running or frozen)."""
 
+    def frozen_in_store(self, agent_id: str) -> bool:
+        """True when the agent is only in the node's store, frozen for a handoff (the node
+        crashed after freezing it): :meth:`thaw` brings it back."""
+
     def has_module(self, sha256: str) -> bool:
         """True when the module with this sha256 is in the local module store."""
 
@@ -448,6 +452,7 @@ class HandoffManager:
         await self._db(self.store.put, row)
         try:
             frozen = await self._custody.freeze(agent_id)
+            self._crash("sender:frozen")
             self._check_privacy(frozen, to)
             await emit({"phase": "sealing", "done": 0, "total": 0})
             include_kv = frozen.kv_model_hash is not None and frozen.kv_model_hash in info.model_hashes
@@ -493,12 +498,15 @@ class HandoffManager:
         current = await self._db(self.store.get, "sender", row.agent_id, row.generation)
         if current is None or current.state not in (*_PRE_COMMIT, "aborted", "rejected"):
             return
-        if current.state in ("aborted", "rejected") and (self._custody.holds(row.agent_id) or not Path(row.path).exists()):
+        held = self._custody.holds(row.agent_id)
+        # A crash between the freeze and the escrow copy leaves the agent frozen in the node's store only.
+        frozen = not held and await self._db(self._custody.frozen_in_store, row.agent_id)
+        if current.state in ("aborted", "rejected") and (held or not (frozen or Path(row.path).exists())):
             _unlink(row.path)
             return
         await self._db(self.store.set_state, "sender", row.agent_id, row.generation, "aborted")
         self._crash("sender:aborted")
-        if self._custody.holds(row.agent_id):
+        if held or frozen:
             await self._custody.thaw(row.agent_id)
         elif Path(row.path).exists():
             agent = await trio.to_thread.run_sync(self._open_file, Path(row.path), frozenset(), True)

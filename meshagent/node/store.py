@@ -201,6 +201,11 @@ class NodeStore:
             meta["labels"] = dict(labels)  # type: ignore[assignment]
             db.execute("UPDATE agents SET meta = ? WHERE agent_id = ?", (codec.encode(meta), agent_id))
 
+    def status_of(self, agent_id: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT status FROM agents WHERE agent_id = ?", (agent_id,)).fetchone()
+        return None if row is None else str(row[0])
+
     def load_agent(self, agent_id: str, *, journal_limit: int = 64 << 20) -> AgentSnapshot:
         with self._lock:
             row = self._db.execute(

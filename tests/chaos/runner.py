@@ -97,7 +97,7 @@ LAB: Final = ROOT / "scripts" / "lab"
 SUBNET: Final = "10.79.0"
 PORT: Final = 4737
 PROGRAMS: Final = ROOT / "tests" / "node" / "programs"
-CRASH_POINTS: Final = ("sender:offered", "sender:sending", "sender:committed", "receiver:receiving",
+CRASH_POINTS: Final = ("sender:frozen", "sender:offered", "sender:sending", "sender:committed", "receiver:receiving",
                        "receiver:stored", "receiver:committed", "receiver:adopted")
 NEMESIS_S: Final = 30.0
 COLLECT_S: Final = 120.0

@@ -44,7 +44,7 @@ from tests.conftest import MODEL_CACHE, ROOT
 
 PROGRAMS = Path(__file__).resolve().parent / "programs"
 TRIALS = int(os.environ.get("MA_HANDOFF_CRASH_TRIALS", "4"))
-SENDER_POINTS = ("sender:offered", "sender:sending", "sender:committed")
+SENDER_POINTS = ("sender:frozen", "sender:offered", "sender:sending", "sender:committed")
 RECEIVER_POINTS = ("receiver:receiving", "receiver:stored", "receiver:committed", "receiver:adopted")
 AGENT_ARGS = ["steps", "6", "250"]
 """With a unique tag per trial appended: no trial reuses another's prompt prefix (see steps.c)."""

@@ -139,7 +139,10 @@ class CustodyDouble:
             pass
 
     def holds(self, agent_id: str) -> bool:
-        return self._path(agent_id).exists()
+        return self._path(agent_id).exists()  # the double's records survive restarts: frozen ones are held
+
+    def frozen_in_store(self, agent_id: str) -> bool:
+        return False
 
     def has_module(self, sha256: str) -> bool:
         return sha256 in self.modules
