@@ -81,6 +81,19 @@ class AgentControl(abc.ABC):
             self._clock_offsets[clock] = max(0, last - real_ns)
         return real_ns + self._clock_offsets[clock]
 
+    @staticmethod
+    def _without_frames(error: MeshError | None) -> MeshError | None:
+        """The error to keep, without its tracebacks (and its causes'): their frames hold the
+        Store, whose host functions wasmtime keeps in a global table that refers back to the
+        agent — a cycle the garbage collector cannot free, leaking the agent's memory mappings."""
+        seen: set[int] = set()
+        exc: BaseException | None = error
+        while exc is not None and id(exc) not in seen:
+            seen.add(id(exc))
+            exc.__traceback__ = None
+            exc = exc.__cause__ or exc.__context__
+        return error
+
     def _rewind(self, rb: Rollback) -> None:
         """Count the rollback and cut the journal (and the labels past it) back to ``rb.position``."""
         self.rollbacks[rb.label] = self.rollbacks.get(rb.label, 0) + 1

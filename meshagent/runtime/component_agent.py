@@ -433,7 +433,7 @@ class ComponentAgent(AgentControl):
         return map_trap(exc, 0, lim) if getattr(exc, "trap_code", None) is not None else AgentTrap(f"the agent trapped: {text}")
 
     def _end(self, status: str, code: int | None, error: MeshError | None) -> Outcome:
-        self.status, self.exit_code, self._error = status, code, error
+        self.status, self.exit_code, self._error = status, code, self._without_frames(error)
         self.error_text = f"{type(error).__name__}: {error}" if error is not None else None
         return self.outcome()
 

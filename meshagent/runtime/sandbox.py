@@ -321,7 +321,7 @@ class Agent(AgentControl):
     def _end(self, status: str, code: int | None, error: MeshError | None) -> Outcome:
         if self._store is not None and self.style == "command":
             self._discard()
-        self.status, self.exit_code, self._error = status, code, error
+        self.status, self.exit_code, self._error = status, code, self._without_frames(error)
         self.error_text = f"{type(error).__name__}: {error}" if error is not None else None
         if error is not None:
             log.info("agent %s failed: %s", self.agent_id, self.error_text)
