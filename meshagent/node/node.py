@@ -123,6 +123,7 @@ class Node:
         self.started_monotonic = 0.0
         self.drain: Drain | None = None
         self.emulated: dict[str, float | bool] = {}
+        self._hot: tuple[bool, float] = (False, float("-inf"))
         """Device states set by ``meshagent emulate`` (battery, heat): mocks of what cannot happen here."""
 
     # --- adverts -------------------------------------------------------------
@@ -139,7 +140,12 @@ class Node:
     def hot(self) -> bool:
         """The device is hot: its thermal sensors say so, or an emulated state does."""
         emulated = self.emulated.get("hot")
-        return is_hot() if emulated is None else bool(emulated)
+        if emulated is not None:
+            return bool(emulated)
+        now = time.monotonic()
+        if now - self._hot[1] > 5.0:  # sensors are read at most every 5 s (each call for bids asks)
+            self._hot = (is_hot(), now)
+        return self._hot[0]
 
     async def _op_emulate(self, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
         """Emulate device states this machine cannot really be in (a mock, named as such):
