@@ -357,25 +357,34 @@ class HandoffManager:
         for row in await self._db(self.store.rows):
             action = recovery_action(row.role, row.state)
             log.info("recovering %s handoff of %s@%d in state %s: %s", row.role, row.agent_id, row.generation, row.state, action)
-            match action:
-                case Action.ABORT_AND_THAW:
-                    await self._abort_sender(row)
-                case Action.COMMIT | Action.RESEND_COMMIT:
-                    await self._db(self.store.set_state, "sender", row.agent_id, row.generation, "committed")
+            try:
+                await self._recover_row(row, action)
+            except MeshError as exc:  # one row must not keep the node (and every other agent) down
+                log.error("recovering the %s handoff of %s@%d failed: %s", row.role, row.agent_id, row.generation, exc)
+
+    async def _recover_row(self, row: Row, action: Action) -> None:
+        match action:
+            case Action.ABORT_AND_THAW:
+                await self._abort_sender(row)
+            case Action.COMMIT | Action.RESEND_COMMIT:
+                await self._db(self.store.set_state, "sender", row.agent_id, row.generation, "committed")
+                # The agent may have come back here since (a later generation, adopted): keep that one.
+                back = self._custody.holds(row.agent_id) and await self._db(self.store.highest, row.agent_id) > row.generation
+                if not back:
                     await self._custody.release(row.agent_id)
-                    self._start_loop(self._resend_commit_loop, row)
-                case Action.DISCARD_PARTIAL:
+                self._start_loop(self._resend_commit_loop, row)
+            case Action.DISCARD_PARTIAL:
+                _unlink(row.path)
+                await self._db(self.store.set_state, "receiver", row.agent_id, row.generation, "aborted")
+            case Action.ASK_SENDER:
+                self._start_loop(self._ask_sender_loop, row)
+            case Action.ADOPT:
+                await self._finish_commit(row)
+            case Action.CLEAN_UP if row.role == "sender" and row.state in ("aborted", "rejected"):
+                await self._abort_sender(row)  # the agent may not be back yet (S1 interrupted)
+            case Action.CLEAN_UP:
+                if row.path:
                     _unlink(row.path)
-                    await self._db(self.store.set_state, "receiver", row.agent_id, row.generation, "aborted")
-                case Action.ASK_SENDER:
-                    self._start_loop(self._ask_sender_loop, row)
-                case Action.ADOPT:
-                    await self._finish_commit(row)
-                case Action.CLEAN_UP if row.role == "sender" and row.state in ("aborted", "rejected"):
-                    await self._abort_sender(row)  # the agent may not be back yet (S1 interrupted)
-                case Action.CLEAN_UP:
-                    if row.path:
-                        _unlink(row.path)
 
     def _start_loop(self, loop: Callable[[Row], Any], row: Row) -> None:
         key = (row.role, row.agent_id, row.generation)

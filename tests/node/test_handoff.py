@@ -376,3 +376,26 @@ async def test_sender_that_stops_mid_bulk_transfer_leaves_no_partial_agent(tmp_p
         assert rows[0]["state"] == "aborted"
         assert not b.custody.holds("agent-1") and leftovers(b) == []
         await stream.reset()
+
+
+async def test_recovery_keeps_an_agent_that_came_back_after_a_commit_it_never_heard_resumed(tmp_path):
+    """A's handoff of generation 0 to B committed but A never heard "Resumed" (its row stays
+    committed); the agent came back to A at generation 1. After a restart A re-sends that old
+    commit and must not release the agent it runs now (it did, and the node crashed in a loop)."""
+    async with two_nodes(tmp_path) as (a, b):
+        a.custody.put(make_agent())
+        _, emit = await _events()
+        await a.manager.migrate({"agent": "agent-1", "to": b.peer_id}, emit)
+        await b.manager.migrate({"agent": "agent-1", "to": a.peer_id}, emit)
+        assert a.custody.state("agent-1") == "running" and a.custody.generation("agent-1") == 1
+        store = a.manager.store
+        await trio.to_thread.run_sync(store.set_state, "sender", "agent-1", 0, "committed")
+        a.custody.log.clear()
+        restarted = HandoffManager(data_dir=a.dir, identity=a.identity, host=a.host, custody=a.custody,
+                                   peers=lambda p: b.info() if p == b.peer_id else None, retry_s=0.2)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(restarted.run)
+            await trio.sleep(0.5)
+            nursery.cancel_scope.cancel()
+        assert ("release", "agent-1") not in a.custody.log
+        assert a.custody.state("agent-1") == "running"
