@@ -17,18 +17,20 @@ def test_created_once_with_private_modes(tmp_path):
     assert d.stat().st_mode & 0o077 == 0
 
 
-def test_loose_key_mode_refused(tmp_path):
+@pytest.mark.parametrize("name, mode", [("identity.key", 0o644), ("sealing-pq.key", 0o640)])
+def test_loose_key_mode_refused(tmp_path, name, mode):
     d = tmp_path / "node"
     load_or_create_identity(d)
-    os.chmod(d / "identity.key", 0o644)
+    os.chmod(d / name, mode)
     with pytest.raises(IdentityError, match="chmod 600"):
         load_or_create_identity(d)
 
 
-def test_corrupt_key_refused(tmp_path):
+@pytest.mark.parametrize("name, data", [("sealing.key", b"short"), ("sealing-pq.key", b"x" * 32)])
+def test_corrupt_key_refused(tmp_path, name, data):
     d = tmp_path / "node"
     load_or_create_identity(d)
-    (d / "sealing.key").write_bytes(b"short")
+    (d / name).write_bytes(data)
     with pytest.raises(IdentityError, match="corrupt"):
         load_or_create_identity(d)
 
@@ -75,22 +77,6 @@ def test_hybrid_key_added_to_an_older_data_dir(tmp_path):
     b = load_or_create_identity(d)
     assert (a.peer_id, a.sealing_public) == (b.peer_id, b.sealing_public)
     assert (d / "sealing-pq.key").stat().st_mode & 0o777 == 0o600
-
-
-def test_loose_hybrid_key_mode_refused(tmp_path):
-    d = tmp_path / "node"
-    load_or_create_identity(d)
-    os.chmod(d / "sealing-pq.key", 0o640)
-    with pytest.raises(IdentityError, match="chmod 600"):
-        load_or_create_identity(d)
-
-
-def test_corrupt_hybrid_key_refused(tmp_path):
-    d = tmp_path / "node"
-    load_or_create_identity(d)
-    (d / "sealing-pq.key").write_bytes(b"x" * 32)
-    with pytest.raises(IdentityError, match="corrupt"):
-        load_or_create_identity(d)
 
 
 def test_hybrid_seal_and_open_with_identity_keys(tmp_path):

@@ -21,8 +21,9 @@ def test_roundtrip(key):
     assert decode_advert(encode_advert(ad, key), now=1001.0) == ad
 
 
-def test_every_flipped_byte_is_refused(key):
-    blob = encode_advert(make_advert(key), key)
+@pytest.mark.parametrize("hybrid", [False, True], ids=["x25519", "hybrid"])
+def test_every_flipped_byte_is_refused(key, hybrid):
+    blob = encode_advert(_hybrid_advert(key) if hybrid else make_advert(key), key)
     for i in range(len(blob)):
         bad = bytearray(blob)
         bad[i] ^= 0x01
@@ -174,12 +175,3 @@ def test_hybrid_key_binding_forged_is_refused(key):
         decode_advert(encode_advert(dataclasses.replace(ad, sealing_key_pq=b""), key), now=1001.0)
     with pytest.raises(DecodeError):
         decode_advert(encode_advert(dataclasses.replace(ad, sealing_key_pq=ad.sealing_key_pq[:-1]), key), now=1001.0)
-
-
-def test_every_flipped_byte_of_a_hybrid_advert_is_refused(key):
-    blob = encode_advert(_hybrid_advert(key), key)
-    for i in range(len(blob)):
-        bad = bytearray(blob)
-        bad[i] ^= 0x01
-        with pytest.raises(RemoteProtocolError):
-            decode_advert(bytes(bad), now=1001.0)
