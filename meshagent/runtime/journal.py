@@ -161,7 +161,8 @@ class Journal(Sequence[Entry]):
 def last_clock_reading(journal: Journal, clock: int) -> int:
     """The latest ``clock_time_get`` answer for ``clock`` the journal recorded (0 if none)."""
     dig = digest("clock_time_get", clock)
-    for entry in reversed(list(journal)):
+    for i in range(len(journal) - 1, -1, -1):  # newest first, without copying the journal
+        entry = journal[i]
         if entry.name == "clock_time_get" and entry.digest == dig and entry.data is not None and len(entry.data) == 8:
             return int.from_bytes(entry.data, "little")
     return 0
