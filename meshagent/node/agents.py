@@ -32,7 +32,7 @@ from typing import Any, Final
 import trio
 
 from meshagent.config import Config, user_cache_dir
-from meshagent.errors import AgentError, AgentNotFound, ControlError, HandoffError, MeshError, RemoteProtocolError
+from meshagent.errors import AgentError, AgentNotFound, ControlError, MeshError, RemoteProtocolError
 from meshagent.net.host import MeshHost, Stream
 from meshagent.node.control import Emit, Handler
 from meshagent.node.models import NodeModels
@@ -54,7 +54,6 @@ from meshagent.runtime.outcome import Outcome
 from meshagent.runtime.services import LlmOptions, Suspend
 from meshagent.runtime.tools.runtime import ToolRuntime
 from meshagent.runtime.tools.spec import ToolNeeds
-from meshagent.runtime.vfs import VirtualFs
 
 __all__ = ["RESULT_PROTOCOL", "NodeAgents", "stricter"]
 
