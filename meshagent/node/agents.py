@@ -22,6 +22,7 @@ node store (component ``placement``).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -38,7 +39,7 @@ from meshagent.node.control import Emit, Handler
 from meshagent.node.models import NodeModels
 from meshagent.node.placement import PlacementService, StepRequest
 from meshagent.protocol.auction import StepSituation, why_auction
-from meshagent.node.services import NodeServices
+from meshagent.node.services import NodeServices, StepRecord
 from meshagent.node.snapshots import AgentMeta, FrozenAgent
 from meshagent.node.store import NodeStore
 from meshagent.node.tool_exchange import TOOL_PROTOCOL, ToolExchange
@@ -48,6 +49,7 @@ from meshagent.protocol.advert import ModelAd
 from meshagent.protocol.scoring import PRIVACY_CLASSES
 from meshagent.protocol.signed import PeerId
 from meshagent.runtime.control_ops import control_handlers
+from meshagent.runtime.ids import new_agent_id
 from meshagent.runtime.manager import AgentManager
 from meshagent.runtime.modules import ModuleCache, engine_for
 from meshagent.runtime.outcome import Outcome
@@ -119,7 +121,9 @@ class NodeAgents:
         self.store.ensure_schema("placement", 1, _SCHEMA)
         with self.store.transaction() as db:  # results not yet delivered to their owner (survives a crash)
             db.execute("CREATE TABLE IF NOT EXISTS unreported (agent_id TEXT PRIMARY KEY, owner TEXT NOT NULL)")
-        self.services = NodeServices(models, placer=self._place, on_fork=self.record_children, step_log=self)
+        self.services = NodeServices(models, placer=self._place, on_fork=self.record_children, step_log=self,
+                                     on_step=self._step_ended)
+        self._steps_ended, self._steps_to_report = trio.open_memory_channel[str](math.inf)
         self.manager = AgentManager(
             modules=ModuleCache(engine_for(config.sandbox.stack_bytes), user_cache_dir() / "modules"),
             services=self.services,
@@ -147,8 +151,9 @@ class NodeAgents:
             return cached
         with self.store.transaction() as db:
             row = db.execute("SELECT owner, privacy, policy FROM agent_meta WHERE agent_id = ?", (agent_id,)).fetchone()
-        meta = AgentMeta(*row) if row else AgentMeta(owner=self._host.peer_id, privacy="private", policy="latency")
-        self._meta_cache[agent_id] = meta
+        if row is None:  # not cached: the strictest default must not outlive a record made later
+            return AgentMeta(owner=self._host.peer_id, privacy="private", policy="latency")
+        meta = self._meta_cache[agent_id] = AgentMeta(*row)
         return meta
 
     def set_meta(self, agent_id: str, meta: AgentMeta) -> None:
@@ -265,6 +270,7 @@ class NodeAgents:
         except (MeshError, OSError) as exc:
             log.warning("moving %s to %s failed (%s); it stays here and tries other peers", agent_id, move.to, exc)
             self._excluded[agent_id] = self._excluded.get(agent_id, frozenset()) | {move.to}
+            self._placement.handoff_failed(agent_id)
             if self.manager.is_known(agent_id):
                 self.services.restart_count(agent_id)
                 await self.manager.resume(agent_id)
@@ -323,17 +329,16 @@ class NodeAgents:
 
     # --- results ------------------------------------------------------------------------
 
+    def _step_ended(self, record: StepRecord) -> None:
+        """A live step ended (in the agent's thread): report it at once if this node won it, so the
+        auctioneer hears the truth and the capacity the bid reserved is free for the next call."""
+        if self._token is not None:
+            trio.from_thread.run_sync(self._steps_ended.send_nowait, record.agent_id, trio_token=self._token)
+
     async def _report_steps(self) -> None:
         """Tell auctioneers how long the steps they awarded here really took (reputation)."""
-        reported = 0
-        while True:
-            await trio.sleep(0.5)
-            steps = list(self.services.steps)
-            if len(steps) < reported:
-                reported = 0
-            for record in steps[reported:]:
-                await self._placement.report_step(record.agent_id)
-            reported = len(steps)
+        async for agent_id in self._steps_to_report:
+            await self._placement.report_step(agent_id)
 
     async def _report_loop(self) -> None:
         """Send the outcome of agents that end here but belong to another node to their owner."""
@@ -507,15 +512,10 @@ class NodeAgents:
             policy = str(params.get("policy", "latency"))
             if privacy not in PRIVACY_CLASSES:
                 raise ControlError(f"privacy must be one of {', '.join(PRIVACY_CLASSES)}")
-            started: list[str] = []
-
-            async def capture(event: dict[str, Any]) -> None:
-                if "started" in event:
-                    started.append(event["started"])
-                    await trio.to_thread.run_sync(self.set_meta, event["started"], AgentMeta(self._host.peer_id, privacy, policy))
-                await emit(event)
-
-            result = await runtime_run({**params, "wait": False}, capture)
+            # Recorded before the agent starts: its first step must already see its privacy and policy.
+            agent_id = new_agent_id()
+            await trio.to_thread.run_sync(self.set_meta, agent_id, AgentMeta(self._host.peer_id, privacy, policy))
+            result = await runtime_run({**params, "wait": False, "agent_id": agent_id}, emit)
             root = result["agent_id"]
             if params.get("wait", True) is False:
                 return result

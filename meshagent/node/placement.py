@@ -92,6 +92,21 @@ class StepRequest:
     """...and this much fuel: bidders that cannot host them decline."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Awarded:
+    """An auction this node awarded to a peer, until the winner reports on the step."""
+
+    winner: PeerId
+    agent_id: str
+    promised_s: float
+    at: float
+
+    def overdue(self, now: float, grace_s: float) -> bool:
+        """No report after 4x the promise plus ``grace_s``: a winner that never reports must not
+        keep a clean record, so it is judged as having taken at least that long."""
+        return now - self.at > 4 * self.promised_s + grace_s
+
+
 @dataclass(slots=True)
 class _Channel:
     stream: Stream
@@ -128,8 +143,8 @@ class PlacementService:
         """Auctions this node won: (award, auctioneer, when received) until the step is reported."""
         self._my_bids: dict[str, float] = {}
         """Total seconds this node promised, per auction it bid in (for its reports)."""
-        self._awarded: dict[str, tuple[PeerId, float, float]] = {}
-        """Auctions this node awarded: winner, promised seconds, when awarded (to judge reports)."""
+        self._awarded: dict[str, _Awarded] = {}
+        """Auctions this node awarded to others, to judge the winners' reports (or their silence)."""
         self._limits: dict[PeerId, _RateLimit] = {}
         self._channels: dict[PeerId, _Channel] = {}
         self.refused_calls = 0
@@ -363,6 +378,7 @@ class PlacementService:
         if step.privacy not in PRIVACY_CLASSES or step.policy not in POLICIES:
             raise AuctionError(f"privacy must be one of {PRIVACY_CLASSES} and policy one of {POLICIES}")
         now = time.time()
+        self._judge_silent(now)
         me = self._host.peer_id
         owner = PeerId(step.owner or me)
         call = self._call_for(step, now)
@@ -395,7 +411,8 @@ class PlacementService:
                 key = self._members.signing_key
                 if award_msg is not None and award_msg.winner != me:
                     winner_bid = next(b for b in decision.bids if b.bidder == award_msg.winner)
-                    self._awarded[call.auction_id] = (award_msg.winner, winner_bid.estimate.total_s, time.time())
+                    self._awarded[call.auction_id] = _Awarded(award_msg.winner, step.agent_id, winner_bid.estimate.total_s,
+                                                              time.time())
                     while len(self._awarded) > _HISTORY:  # awards never reported on (no step ran) are forgotten
                         self._awarded.pop(next(iter(self._awarded)))
                     nursery.start_soon(self._tell, award_msg.winner, auction.encode(award_msg, key), messages)
@@ -439,16 +456,32 @@ class PlacementService:
         the time this node itself saw pass before the report arrived bounds the claim
         from below, so a winner cannot report itself faster than it visibly was.
         """
-        awarded = self._awarded.pop(report.auction_id, None)
-        if awarded is None or awarded[0] != signer or report.bidder != signer:
+        awarded = self._awarded.get(report.auction_id)
+        if awarded is None or awarded.winner != signer or report.bidder != signer:
             log.info("ignored a report from %s for auction %s", signer, report.auction_id)
             return
-        winner, promised, awarded_at = awarded
-        seen = time.time() - awarded_at
+        del self._awarded[report.auction_id]
+        seen = time.time() - awarded.at
         actual = max(report.actual_s, min(seen, report.actual_s * 10 + 1.0))
-        self.observe(winner, promised, actual)
-        log.info("peer %s promised %.2f s, took %.2f s: reliability factor now %.2f", winner, promised, actual,
-                 self.reputation.factor(winner))
+        self.observe(awarded.winner, awarded.promised_s, actual)
+        log.info("peer %s promised %.2f s, took %.2f s: reliability factor now %.2f", awarded.winner,
+                 awarded.promised_s, actual, self.reputation.factor(awarded.winner))
+
+    def _judge_silent(self, now: float) -> None:
+        """Winners that never reported on a step: judged as slow as the time that has passed."""
+        for auction_id, awarded in list(self._awarded.items()):
+            if awarded.overdue(now, self._config.node.report_grace_s):
+                del self._awarded[auction_id]
+                self.observe(awarded.winner, awarded.promised_s, now - awarded.at)
+                log.info("peer %s never reported on auction %s (promised %.2f s, %.0f s ago): reliability factor now %.2f",
+                         awarded.winner, auction_id, awarded.promised_s, now - awarded.at,
+                         self.reputation.factor(awarded.winner))
+
+    def handoff_failed(self, agent_id: str) -> None:
+        """The agent never reached the winner of its step: nothing for the winner to report."""
+        for auction_id, awarded in list(self._awarded.items()):
+            if awarded.agent_id == agent_id:
+                del self._awarded[auction_id]
 
     def won(self, agent_id: str) -> bool:
         """This node won an auction for the agent's current step (not reported yet)."""
@@ -459,6 +492,7 @@ class PlacementService:
         won = [(aid, a) for aid, a in self.awards.items() if a[0].agent_id == agent_id]
         for auction_id, (award, auctioneer, received) in won:
             del self.awards[auction_id]
+            self.reservations = self.reservations.release(auction_id)  # the work it held is done
             promised = self._my_bids.pop(auction_id, 0.0)
             report = Report(auction_id, self._host.peer_id, promised, time.time() - received)
             await self._tell(auctioneer, auction.encode(report, self._members.signing_key), [0])
@@ -487,5 +521,6 @@ class PlacementService:
         return self.history[-1]
 
     async def _op_auctions(self, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        self._judge_silent(time.time())
         return {"auctions": list(self.history), "reputation": dict(self.reputation), "refused_calls": self.refused_calls,
-                "awards_pending": len(self.awards)}
+                "awards_pending": len(self.awards), "reports_pending": len(self._awarded)}

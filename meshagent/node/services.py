@@ -126,10 +126,13 @@ class NodeServices:
         placer: Placer | None = None,
         on_fork: Callable[[str, list[str]], None] | None = None,
         step_log: StepLog | None = None,
+        on_step: Callable[[StepRecord], None] | None = None,
     ) -> None:
         """``on_fork(parent_id, child_ids)`` is told of every fork (the node records the family);
-        ``step_log`` keeps, per agent, which model answered each LLM step (it travels with the agent)."""
+        ``step_log`` keeps, per agent, which model answered each LLM step (it travels with the agent);
+        ``on_step`` is told of every live step when it ends (from the agent's thread)."""
         self._models = models
+        self._on_step = on_step
         self._placer = placer
         self._on_fork = on_fork
         self._step_log = step_log or MemoryStepLog()
@@ -194,6 +197,8 @@ class NodeServices:
         record = StepRecord(agent_id, index, local.name, options.privacy, generation.prompt_tokens,
                             generation.completion_tokens, time.perf_counter() - start, time.time(), generation.reused_tokens)
         self.steps.append(record)
+        if self._on_step is not None:
+            self._on_step(record)
         return generation.text
 
     def _continue_prefix(self, engine: LlmEngine, model: str, session: SessionId, conv: _Conversation, prompt: str) -> str:

@@ -42,8 +42,13 @@ def _die_with_parent() -> None:
 class NodeProcess:
     """One ``meshagent join`` process with its own data dir, on loopback."""
 
-    def __init__(self, data_dir: Path, *args: str, name: str = "", env: dict[str, str] | None = None) -> None:
-        """``args`` are extra ``meshagent join`` flags (``--profile``, ``--bootstrap``, ...)."""
+    def __init__(
+        self, data_dir: Path, *args: str, name: str = "", env: dict[str, str] | None = None,
+        entry: tuple[str, ...] = ("-m", "meshagent"),
+    ) -> None:
+        """``args`` are extra ``meshagent join`` flags (``--profile``, ``--bootstrap``, ...);
+        ``entry`` is what the Python interpreter runs (a test's hostile variant of the node)."""
+        self.entry = entry
         self.data_dir = data_dir
         self.name = name or data_dir.name
         self.args = args
@@ -60,7 +65,7 @@ class NodeProcess:
     def launch(self) -> NodeProcess:
         """Launch the process without waiting (see :meth:`wait_ready`)."""
         cmd = [
-            sys.executable, "-m", "meshagent", "join", "--json", "--data-dir", str(self.data_dir),
+            sys.executable, *self.entry, "join", "--json", "--data-dir", str(self.data_dir),
             "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--name", self.name, *self.args,
         ]
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ import trio
 
 from meshagent.errors import AgentError, ControlError
 from meshagent.node.control import Emit, Handler
+from meshagent.runtime.ids import AgentId, is_agent_id
 from meshagent.runtime.manager import AgentManager
 from meshagent.runtime.vfs import VirtualFs
 
@@ -31,7 +32,7 @@ def _str(params: dict[str, Any], key: str) -> str:
 def control_handlers(manager: AgentManager) -> dict[str, Handler]:
     async def run(params: dict[str, Any], emit: Emit) -> dict[str, Any]:
         """params: module_path, args [str], env {k: v}, dir (path), tools [paths of WASI tool modules],
-        wait (bool, default true)."""
+        wait (bool, default true), agent_id (optional: the new agent's id)."""
         path = Path(_str(params, "module_path"))
         try:
             wasm = await trio.to_thread.run_sync(path.read_bytes)
@@ -53,7 +54,11 @@ def control_handlers(manager: AgentManager) -> dict[str, Handler]:
             tools = [await trio.to_thread.run_sync(Path(t).read_bytes) for t in tool_paths]
         except OSError as exc:
             raise ControlError(f"cannot read a tool module: {exc}") from exc
-        root = await manager.launch(wasm, args=args, env=[(str(k), str(v)) for k, v in env.items()], vfs=vfs, tools=tools)
+        chosen = params.get("agent_id")
+        if chosen is not None and not (isinstance(chosen, str) and is_agent_id(chosen)):
+            raise ControlError("parameter 'agent_id' must be 12 lowercase hex digits")
+        root = await manager.launch(wasm, args=args, env=[(str(k), str(v)) for k, v in env.items()], vfs=vfs, tools=tools,
+                                    agent_id=AgentId(chosen) if chosen else None)
         await emit({"started": root})
         if params.get("wait", True) is False:
             return {"agent_id": root}

@@ -152,19 +152,23 @@ class AgentManager:
         vfs: VirtualFs | None = None,
         suspend_at: int | None = None,
         tools: Sequence[bytes] = (),
+        agent_id: AgentId | None = None,
     ) -> AgentId:
-        """Start a new agent from module bytes; returns its id.
+        """Start a new agent from module bytes; returns its id (``agent_id``, or a fresh one).
 
         The WASI tools its manifest declares are resolved now (``tools`` given here, the
-        tool store, the shipped tools) and carried in its snapshot wherever it goes.
+        tool store, the shipped tools) and carried in its snapshot wherever it goes. A
+        caller that must record something about the agent before its first host call
+        (the node: its owner and privacy) picks the id itself.
         """
+        agent_id = agent_id or new_agent_id()
         if is_component(wasm):  # a Python agent
             component = await trio.to_thread.run_sync(self.components.load, wasm)
             declared = manifest_of(component.sha256, wasm)
             carried_py = await trio.to_thread.run_sync(
                 lambda: resolve_tools(declared, self.tools.store, extra=tools, build_dir=default_build_dir())
             )
-            snap = AgentSnapshot(agent_id=new_agent_id(), module_sha256=component.sha256, module=wasm,
+            snap = AgentSnapshot(agent_id=agent_id, module_sha256=component.sha256, module=wasm,
                                  journal=Journal(limit=self.limits.journal_bytes), args=tuple(args), env=tuple(env),
                                  vfs=vfs or VirtualFs(), tools=carried_py)
             return await self.start(snap, suspend_at=suspend_at)
@@ -174,7 +178,7 @@ class AgentManager:
             lambda: resolve_tools(manifest, self.tools.store, extra=tools, build_dir=default_build_dir())
         )
         snap = AgentSnapshot(
-            agent_id=new_agent_id(),
+            agent_id=agent_id,
             module_sha256=loaded.sha256,
             module=wasm,
             journal=Journal(limit=self.limits.journal_bytes),

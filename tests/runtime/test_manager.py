@@ -124,6 +124,14 @@ async def test_control_ops_over_the_control_socket(tmp_path: Path, build: Callab
         assert killed["status"] == "killed"
         with pytest.raises(ControlError, match="no agent"):
             await trio.to_thread.run_sync(call, data_dir, "logs", {"agent_id": "nope"})
+        # A caller may choose the new agent's id (the node records its privacy first), in the id's form only.
+        chosen = await trio.to_thread.run_sync(
+            call, data_dir, "run", {"module_path": str(module), "args": ["forking"], "agent_id": "0123456789ab", "wait": False})
+        assert chosen["agent_id"] == "0123456789ab"
+        await manager.wait_family(chosen["agent_id"])
+        for bad in ("../../etc", "0123456789AB", 12):
+            with pytest.raises(ControlError, match="12 lowercase hex digits"):
+                await trio.to_thread.run_sync(call, data_dir, "run", {"module_path": str(module), "agent_id": bad})
         nursery.cancel_scope.cancel()
 
 

@@ -1,0 +1,98 @@
+"""Lying bidders against real nodes (issue 8): the reputation factor pushes them out.
+
+The liars are real ``meshagent join`` processes with two lies patched in
+(``tests/hostile/liar.py``): one bids a fifth of its real step time, one
+never reports how long a step it won took. The honest home node auctions real
+agents' LLM steps (real handoffs, real llama.cpp) and must stop choosing them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from meshagent.node.emulation import write_device_config
+from meshagent.node.spawn import NodeProcess, wait_for
+from meshagent.runtime.build import build_cached
+from tests.conftest import MODEL_CACHE, ROOT
+
+LIAR = ("-m", "tests.hostile.liar")
+STEP = "model=size>=small;max_tokens=400"
+"""Only the liar and the honest laptop hold a model this large, so the phone places every step."""
+
+
+@pytest.fixture(scope="module")
+def steps_wasm() -> Path:
+    return build_cached(ROOT / "tests" / "node" / "programs" / "steps.c", ROOT / ".cache" / "agents")
+
+
+def _config(data_dir: Path, profile: str, *, extra: tuple[str, ...] = (), node: str = "") -> None:
+    config = write_device_config(data_dir, profile, MODEL_CACHE, extra_models=extra)
+    if node:
+        config.write_text(config.read_text().replace("[node]\n", f"[node]\n{node}\n", 1))
+
+
+def _mesh(root: Path, specs: dict[str, tuple[tuple[str, ...], tuple[str, ...]]]) -> dict[str, NodeProcess]:
+    """Start the phone, then the others bootstrapped from it: name -> (entry, join flags)."""
+    nodes = {"phone": NodeProcess(root / "phone", "--profile", "phone", name="phone").start()}
+    for name, (entry, flags) in specs.items():
+        nodes[name] = NodeProcess(root / name, *flags, "--bootstrap", nodes["phone"].addrs[0], name=name, entry=entry).launch()
+    for n in nodes.values():
+        n.wait_ready()
+    ok, _ = wait_for(lambda: all(len(n.peers()) == len(nodes) - 1 for n in nodes.values()), timeout=30)
+    assert ok, "the mesh did not form"
+    ok, _ = wait_for(lambda: all(any(m["kind"] == "llm" for m in p["models"]) for p in nodes["phone"].peers().values()), timeout=60)
+    assert ok, "the phone never saw its peers' models"
+    return nodes
+
+
+def _run(phone: NodeProcess, wasm: Path, tag: str) -> tuple[str, str | None]:
+    """Run a one-step agent on the phone; its id and the winner of its step's auction."""
+    result = phone.call("run", {"module_path": str(wasm), "args": ["steps", "1", "0", tag, STEP], "privacy": "any"}, timeout=300)
+    (agent,) = [a for a in result["agents"] if a.get("parent_id") is None]
+    assert agent["status"] == "exited", (result, phone.call("auctions")["auctions"][-1:])
+    (auction,) = [a for a in phone.call("auctions")["auctions"] if a["agent_id"] == agent["agent_id"]]
+    return agent["agent_id"], auction["winner"]
+
+
+def test_a_bidder_that_promises_too_much_is_pushed_out(tmp_path, steps_wasm):
+    # The liar is a Pi-class device (0.15 of this machine's speed) holding the laptop's model;
+    # it bids 1/5 of its honest estimate, so it looks faster than the laptop (half speed).
+    # Honest winners also take longer than they promise (the handoff's fixed costs are not in
+    # a bid): the factor the laptop earns for that must stay well below the liar's.
+    _config(tmp_path / "phone", "phone")
+    _config(tmp_path / "liar", "pi", extra=("laptop",))
+    _config(tmp_path / "laptop", "laptop")
+    nodes = _mesh(tmp_path, {"liar": (("-m", "tests.hostile.liar", "5"), ("--profile", "pi")),
+                             "laptop": (("-m", "meshagent"), ("--profile", "laptop"))})
+    try:
+        liar, laptop = nodes["liar"].peer_id, nodes["laptop"].peer_id
+        winners = [_run(nodes["phone"], steps_wasm, f"lie{i}")[1] for i in range(7)]
+        assert winners[0] == liar, winners  # its first lie wins: nothing is known about it yet
+        assert winners.count(liar) <= 2 and winners[-3:] == [laptop] * 3, winners  # ...then the truth wins
+        factors = nodes["phone"].call("auctions")["reputation"]
+        assert factors[liar] > 1.5 * factors[laptop], factors
+        ok, _ = wait_for(lambda: nodes["phone"].call("auctions")["reports_pending"] == 0, timeout=10)
+        assert ok  # every winner reported
+    finally:
+        for n in nodes.values():
+            n.stop()
+
+
+def test_a_winner_that_never_reports_loses_its_clean_record(tmp_path, steps_wasm):
+    # The phone waits 1 s past four times the promise for a report; the mute laptop bids honestly
+    # but never reports a step it won.
+    _config(tmp_path / "phone", "phone", node="report_grace_s = 1.0")
+    _config(tmp_path / "mute", "laptop")
+    nodes = _mesh(tmp_path, {"mute": (("-m", "tests.hostile.liar", "1", "--silent"), ("--profile", "laptop"))})
+    try:
+        mute = nodes["mute"].peer_id
+        _, winner = _run(nodes["phone"], steps_wasm, "mute")
+        assert winner == mute  # the only peer that holds the model
+        factor, _ = wait_for(lambda: nodes["phone"].call("auctions")["reputation"].get(mute, 0) > 1.5, timeout=30)
+        assert factor, nodes["phone"].call("auctions")
+        assert nodes["phone"].call("auctions")["reports_pending"] == 0
+    finally:
+        for n in nodes.values():
+            n.stop()
