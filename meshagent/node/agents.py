@@ -161,6 +161,11 @@ class NodeAgents:
         with self.store.transaction() as db:
             db.execute("INSERT OR REPLACE INTO agent_meta VALUES (?, ?, ?, ?)", (agent_id, meta.owner, meta.privacy, meta.policy))
 
+    def _forget_meta(self, agent_id: str) -> None:
+        self._meta_cache.pop(agent_id, None)
+        with self.store.transaction() as db:
+            db.execute("DELETE FROM agent_meta WHERE agent_id = ?", (agent_id,))
+
     # StepLog: which model answered each LLM step (persisted; travels in the snapshot meta)
     def get(self, agent_id: str) -> list[str]:
         with self.store.transaction() as db:
@@ -332,8 +337,12 @@ class NodeAgents:
     def _step_ended(self, record: StepRecord) -> None:
         """A live step ended (in the agent's thread): report it at once if this node won it, so the
         auctioneer hears the truth and the capacity the bid reserved is free for the next call."""
-        if self._token is not None:
+        if self._token is None:
+            return
+        try:
             trio.from_thread.run_sync(self._steps_ended.send_nowait, record.agent_id, trio_token=self._token)
+        except trio.RunFinishedError:  # the node is stopping: the step's answer matters, its report does not
+            pass
 
     async def _report_steps(self) -> None:
         """Tell auctioneers how long the steps they awarded here really took (reputation)."""
@@ -515,7 +524,11 @@ class NodeAgents:
             # Recorded before the agent starts: its first step must already see its privacy and policy.
             agent_id = new_agent_id()
             await trio.to_thread.run_sync(self.set_meta, agent_id, AgentMeta(self._host.peer_id, privacy, policy))
-            result = await runtime_run({**params, "wait": False, "agent_id": agent_id}, emit)
+            try:
+                result = await runtime_run({**params, "wait": False, "agent_id": agent_id}, emit)
+            except MeshError:  # nothing started (a bad path, module or parameter): no record left behind
+                await trio.to_thread.run_sync(self._forget_meta, agent_id)
+                raise
             root = result["agent_id"]
             if params.get("wait", True) is False:
                 return result

@@ -124,3 +124,22 @@ def test_emulate_command(mesh):
     ok, _ = wait_for(lambda: mesh["phone"].peers()[mesh["laptop"].peer_id]["on_battery"], timeout=15)
     assert ok  # the emulated battery is advertised
     assert emulate("--clear")["emulated"] == {}
+
+
+def test_a_run_that_cannot_start_leaves_no_record(mesh, tmp_path):
+    import sqlite3
+
+    from meshagent.errors import ControlError
+    from meshagent.node.store import STORE_NAME
+
+    phone = mesh["phone"]
+    db = sqlite3.connect(phone.data_dir / STORE_NAME)
+    try:
+        before = db.execute("SELECT count(*) FROM agent_meta").fetchone()[0]
+        (tmp_path / "junk.wasm").write_bytes(b"not wasm")
+        for path in (tmp_path / "missing.wasm", tmp_path / "junk.wasm"):
+            with pytest.raises(ControlError):
+                phone.call("run", {"module_path": str(path), "privacy": "any"})
+        assert db.execute("SELECT count(*) FROM agent_meta").fetchone()[0] == before
+    finally:
+        db.close()
