@@ -64,7 +64,7 @@ def test_a_bidder_that_promises_too_much_is_pushed_out(tmp_path, steps_wasm):
     _config(tmp_path / "phone", "phone")
     _config(tmp_path / "liar", "pi", extra=("laptop",))
     _config(tmp_path / "laptop", "laptop")
-    nodes = _mesh(tmp_path, {"liar": (("-m", "tests.hostile.liar", "5"), ("--profile", "pi")),
+    nodes = _mesh(tmp_path, {"liar": ((*LIAR, "5"), ("--profile", "pi")),
                              "laptop": (("-m", "meshagent"), ("--profile", "laptop"))})
     try:
         liar, laptop = nodes["liar"].peer_id, nodes["laptop"].peer_id
@@ -86,7 +86,7 @@ def test_a_winner_that_never_reports_loses_its_clean_record(tmp_path, steps_wasm
     # but never reports a step it won.
     _config(tmp_path / "phone", "phone", node="report_grace_s = 1.0")
     _config(tmp_path / "mute", "laptop")
-    nodes = _mesh(tmp_path, {"mute": (("-m", "tests.hostile.liar", "1", "--silent"), ("--profile", "laptop"))})
+    nodes = _mesh(tmp_path, {"mute": ((*LIAR, "1", "--silent"), ("--profile", "laptop"))})
     try:
         mute = nodes["mute"].peer_id
         _, winner = _run(nodes["phone"], steps_wasm, "mute")
