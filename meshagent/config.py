@@ -77,6 +77,8 @@ class NodeConfig:
     report_grace_s: float = 30.0
     """A peer that won a step here and has not reported on it after 4x its promise plus this
     long is judged as having taken that long (its reliability factor rises)."""
+    reputation_half_life_s: float = 600.0
+    """Peers' reliability factors drift back towards 1, halving their distance from it this often."""
 
 
 @dataclass(frozen=True, slots=True)

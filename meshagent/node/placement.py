@@ -138,6 +138,7 @@ class PlacementService:
         self._bid_window_s = bid_window_s
         self.reservations = Reservations()
         self.reputation = Reputation()
+        self._forgiven_at = time.time()
         self.history: deque[dict[str, Any]] = deque(maxlen=_HISTORY)
         self.awards: dict[str, tuple[Award, PeerId, float]] = {}
         """Auctions this node won: (award, auctioneer, when received) until the step is reported."""
@@ -379,6 +380,7 @@ class PlacementService:
             raise AuctionError(f"privacy must be one of {PRIVACY_CLASSES} and policy one of {POLICIES}")
         now = time.time()
         self._judge_silent(now)
+        self._forgive(now)
         me = self._host.peer_id
         owner = PeerId(step.owner or me)
         call = self._call_for(step, now)
@@ -477,6 +479,12 @@ class PlacementService:
                          awarded.winner, auction_id, awarded.promised_s, now - awarded.at,
                          self.reputation.factor(awarded.winner))
 
+    def _forgive(self, now: float) -> None:
+        """Draw every factor back towards 1 for the time since the last auction (:meth:`Reputation.decayed`)."""
+        self.reputation = self.reputation.decayed(now - self._forgiven_at,
+                                                  half_life_s=self._config.node.reputation_half_life_s)
+        self._forgiven_at = now
+
     def handoff_failed(self, agent_id: str) -> None:
         """The agent never reached the winner of its step: nothing for the winner to report."""
         for auction_id, awarded in list(self._awarded.items()):
@@ -499,6 +507,7 @@ class PlacementService:
 
     def observe(self, peer: PeerId, estimated_s: float, actual_s: float) -> None:
         """Fold a finished step's estimate-vs-actual into the peer's reliability factor."""
+        self._forgive(time.time())  # the time before this observation, not after it
         self.reputation = self.reputation.observe(peer, estimated_s, actual_s)
 
     # --- control ops ----------------------------------------------------------------
@@ -521,6 +530,8 @@ class PlacementService:
         return self.history[-1]
 
     async def _op_auctions(self, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
-        self._judge_silent(time.time())
+        now = time.time()
+        self._judge_silent(now)
+        self._forgive(now)
         return {"auctions": list(self.history), "reputation": dict(self.reputation), "refused_calls": self.refused_calls,
                 "awards_pending": len(self.awards), "reports_pending": len(self._awarded)}

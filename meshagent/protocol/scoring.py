@@ -203,6 +203,19 @@ class Reputation(Mapping[str, float]):
         factors[peer] = new
         return Reputation(factors, alpha=self._alpha, lo=self._lo, hi=self._hi)
 
+    def decayed(self, elapsed_s: float, *, half_life_s: float) -> Reputation:
+        """Every factor drawn back towards 1, halving its distance from 1 each ``half_life_s``.
+
+        A factor only changes when its peer wins, so without this a peer that stopped
+        winning would keep its factor for ever: an honest peer after a bad spell, or
+        after it improved. A liar forgiven this way is caught again at its next win.
+        """
+        if elapsed_s <= 0 or not self._factors:
+            return self
+        keep = 0.5 ** (elapsed_s / half_life_s)
+        factors = {p: 1.0 + (f - 1.0) * keep for p, f in self._factors.items()}
+        return Reputation(factors, alpha=self._alpha, lo=self._lo, hi=self._hi)
+
 
 def best(ranked: Sequence[Ranked]) -> Ranked | None:
     return ranked[0] if ranked else None

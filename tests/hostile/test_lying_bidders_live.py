@@ -82,18 +82,21 @@ def test_a_bidder_that_promises_too_much_is_pushed_out(tmp_path, steps_wasm):
 
 
 def test_a_winner_that_never_reports_loses_its_clean_record(tmp_path, steps_wasm):
-    # The phone waits 1 s past four times the promise for a report; the mute laptop bids honestly
-    # but never reports a step it won.
-    _config(tmp_path / "phone", "phone", node="report_grace_s = 1.0")
+    # The phone waits 1 s past four times the promise for a report, and forgives with a half-life
+    # of 4 s; the mute laptop bids honestly but never reports a step it won.
+    _config(tmp_path / "phone", "phone", node="report_grace_s = 1.0\nreputation_half_life_s = 4.0")
     _config(tmp_path / "mute", "laptop")
     nodes = _mesh(tmp_path, {"mute": ((*LIAR, "1", "--silent"), ("--profile", "laptop"))})
     try:
         mute = nodes["mute"].peer_id
         _, winner = _run(nodes["phone"], steps_wasm, "mute")
         assert winner == mute  # the only peer that holds the model
-        factor, _ = wait_for(lambda: nodes["phone"].call("auctions")["reputation"].get(mute, 0) > 1.5, timeout=30)
-        assert factor, nodes["phone"].call("auctions")
+        judged, _ = wait_for(lambda: nodes["phone"].call("auctions")["reputation"].get(mute, 0) > 1.5, timeout=30)
+        assert judged, nodes["phone"].call("auctions")
         assert nodes["phone"].call("auctions")["reports_pending"] == 0
+        # Without more wins, the factor drifts back towards 1.
+        forgiven, _ = wait_for(lambda: nodes["phone"].call("auctions")["reputation"][mute] < 1.2, timeout=30)
+        assert forgiven and nodes["phone"].call("auctions")["reputation"][mute] > 1.0
     finally:
         for n in nodes.values():
             n.stop()

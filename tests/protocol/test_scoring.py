@@ -1,3 +1,4 @@
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from meshagent.protocol.scoring import Candidate, Estimate, Reputation, privacy_allows, rank
@@ -53,6 +54,20 @@ def test_reputation_pushes_liars_out():
         rep = rep.observe("honest", estimated_s=2.0, actual_s=2.0)
     assert rep.factor("liar") > 3.0 and abs(rep.factor("honest") - 1.0) < 1e-9
     assert rank([liar, honest], policy="latency", privacy="any", reliability=rep)[0].candidate.peer == "honest"
+
+
+def test_reputation_is_forgiven_over_time_and_a_liar_caught_again():
+    rep = Reputation()
+    for _ in range(5):
+        rep = rep.observe("liar", estimated_s=1.0, actual_s=6.0)
+    rep = rep.observe("fast", estimated_s=2.0, actual_s=1.0)
+    caught = rep.factor("liar")
+    half = rep.decayed(600.0, half_life_s=600.0)
+    assert half.factor("liar") == pytest.approx(1 + (caught - 1) / 2) and half.factor("fast") == pytest.approx(1 - 0.15 / 2)
+    assert rep.decayed(0.0, half_life_s=600.0) is rep and rep.factor("liar") == caught  # immutable
+    later = rep.decayed(6000.0, half_life_s=600.0)
+    assert later.factor("liar") < 1.01
+    assert later.observe("liar", estimated_s=1.0, actual_s=6.0).factor("liar") > 2.5  # one more lie and it is out again
 
 
 cand = st.builds(
