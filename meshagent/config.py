@@ -202,6 +202,13 @@ def load_config(path: Path | None) -> Config:
     )
     if config.node.profile and config.node.profile not in PROFILES:
         raise ConfigError(f"{path}: profile must be one of {', '.join(PROFILES)}")
+    node = config.node
+    for key, value, least in (("advert_interval_s", node.advert_interval_s, 0.0), ("advert_ttl_s", node.advert_ttl_s, 0.0),
+                              ("reputation_half_life_s", node.reputation_half_life_s, 0.0)):
+        if not value > least:
+            raise ConfigError(f"{path}: [node] {key} must be above {least:g}, not {value}")
+    if not node.report_grace_s >= 0:
+        raise ConfigError(f"{path}: [node] report_grace_s must not be negative, not {node.report_grace_s}")
     if config.net.sealing_suite not in SEALING_SUITES:
         raise ConfigError(f"{path}: [net] sealing_suite must be one of {', '.join(SEALING_SUITES)}")
     return config

@@ -50,3 +50,14 @@ def test_sealing_suite(tmp_path):
     p.write_text('[net]\nsealing_suite = "rsa"\n')
     with pytest.raises(ConfigError, match="sealing_suite"):
         load_config(p)
+
+
+@pytest.mark.parametrize("line", ["reputation_half_life_s = 0", "advert_interval_s = -1", "advert_ttl_s = 0.0",
+                                  "report_grace_s = -5"])
+def test_timings_that_cannot_work_are_refused(tmp_path, line):
+    p = tmp_path / "c.toml"
+    p.write_text(f"[node]\n{line}\n")
+    with pytest.raises(ConfigError, match=line.split()[0]):
+        load_config(p)
+    p.write_text("[node]\nreputation_half_life_s = 0.5\nreport_grace_s = 0\n")
+    assert load_config(p).node.reputation_half_life_s == 0.5

@@ -380,7 +380,6 @@ class PlacementService:
             raise AuctionError(f"privacy must be one of {PRIVACY_CLASSES} and policy one of {POLICIES}")
         now = time.time()
         self._judge_silent(now)
-        self._forgive(now)
         me = self._host.peer_id
         owner = PeerId(step.owner or me)
         call = self._call_for(step, now)
@@ -470,7 +469,9 @@ class PlacementService:
                  awarded.promised_s, actual, self.reputation.factor(awarded.winner))
 
     def _judge_silent(self, now: float) -> None:
-        """Winners that never reported on a step: judged as slow as the time that has passed."""
+        """Bring the reputation up to ``now``: winners that never reported on a step are judged as
+        slow as the time that has passed, and every factor has drifted back towards 1 meanwhile."""
+        self._forgive(now)
         for auction_id, awarded in list(self._awarded.items()):
             if awarded.overdue(now, self._config.node.report_grace_s):
                 del self._awarded[auction_id]
@@ -530,8 +531,6 @@ class PlacementService:
         return self.history[-1]
 
     async def _op_auctions(self, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
-        now = time.time()
-        self._judge_silent(now)
-        self._forgive(now)
+        self._judge_silent(time.time())
         return {"auctions": list(self.history), "reputation": dict(self.reputation), "refused_calls": self.refused_calls,
                 "awards_pending": len(self.awards), "reports_pending": len(self._awarded)}
