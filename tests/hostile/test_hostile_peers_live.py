@@ -4,8 +4,8 @@ An attacker — a libp2p host with its own identity — floods calls for bids,
 impersonates other peers in auction messages, declares oversized frames on
 every protocol, and offers a handoff whose body never comes. Afterwards the
 node still runs, answers, and holds no partial agent. (Forged, expired and
-replayed adverts: ``tests/node/test_hostile_peers.py``; lying bids pushed out
-by reputation: ``tests/protocol/test_scoring.py``.)
+replayed adverts: ``tests/node/test_hostile_peers.py``; lying bidders pushed out
+by reputation: ``tests/hostile/test_lying_bidders_live.py``.)
 """
 
 from __future__ import annotations
