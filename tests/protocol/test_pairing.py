@@ -12,6 +12,7 @@ from meshagent.errors import DecodeError, LocalProtocolError, RemoteProtocolErro
 from meshagent.protocol import codec
 from meshagent.protocol import pairing as p
 from meshagent.protocol.pairing import Joiner, RefuseReason, Shower, State
+from tests.hostile.rogue.pairing import offline_matches
 
 PHONE = "12D3KooWPhonePhonePhonePhonePhonePhonePhonePhone"
 LAPTOP = "12D3KooWLaptopLaptopLaptopLaptopLaptopLaptopLapt"
@@ -146,35 +147,38 @@ def test_transcript_replayed_with_other_peer_ids_fails(ids):
 # --- a transcript gives no offline guess ---------------------------------------------------------
 
 
-def _offline_test(element_x_seed: str, guess: str, answer: bytes, candidates: list[str]) -> list[str]:
-    """What a rogue joiner that sent a Start for ``guess`` can check offline: every candidate code
-    whose key, recomputed with its own SPAKE2 scalar, reproduces the shower's confirmation."""
-    msg = p.decode(answer)
-    assert isinstance(msg, p.Answer)
-    found = []
-    for candidate in candidates:
-        again = joiner(secret=candidate, seed=element_x_seed)
-        again._move(p.Input.SEND_START)
-        again._x = again._spake.start()[1:]
-        again._y = msg.element
-        again._key = again._spake.finish(b"B" + msg.element)
-        if again._confirmation(b"shower", again._transcript("phone", msg.name)) == msg.confirm:
-            found.append(candidate)
-    return found
-
-
 def test_the_shower_answer_lets_a_rogue_test_only_its_own_guess():
-    """Even handed the true code as a candidate, a rogue joiner that guessed wrong cannot recognise it."""
-    rogue_guess = "555555"
-    rogue = joiner(secret=rogue_guess, seed="rogue")
-    answer = shower().receive(rogue.start())
-    assert rogue.receive(answer) == p.encode(p.Refuse(RefuseReason.WRONG_CODE))
-    candidates = [SECRET, rogue_guess, "000000", "999999", "093217"]
-    assert _offline_test("rogue", rogue_guess, answer, candidates) == []
+    """Even handed the true code as a candidate, a rogue joiner that guessed wrong cannot recognise it
+    (the attacker's offline test: ``tests/hostile/rogue/pairing.py``)."""
+    candidates = [SECRET, "555555", "000000", "999999", "093217"]
+
+    def offline(guess: str, seed: str) -> list[str]:
+        rogue = joiner(secret=guess, seed=seed)
+        answer = shower(seed=seed + "s").receive(rogue.start())
+        msg = p.decode(answer)
+        rogue.receive(answer)
+        return offline_matches("A", rogue._spake.xy_scalar, rogue._x, msg.element, PHONE, LAPTOP, "phone", msg.name,
+                               msg.confirm, candidates)
+
+    assert offline("555555", "rogue") == []
     # Control: had it guessed right, the same check finds the code — the check itself works.
-    lucky = joiner(seed="lucky")
-    lucky_answer = shower(seed="s2").receive(lucky.start())
-    assert _offline_test("lucky", SECRET, lucky_answer, candidates) == [SECRET]
+    assert offline(SECRET, "lucky") == [SECRET]
+
+
+def test_the_joiner_confirmation_lets_a_rogue_shower_test_only_its_own_guess():
+    """A joiner that sent its confirmation to a wrong shower (ours never does) would still give no offline test."""
+    candidates = [SECRET, "555555", "000000"]
+
+    def offline(guess: str) -> list[str]:
+        rogue = shower(secret=guess)
+        j = joiner()
+        j.receive(rogue.receive(j.start()))  # ours refuses here; a careless joiner would confirm:
+        careless = j._confirmation(b"joiner", j._transcript("phone", "laptop"))
+        return offline_matches("B", rogue._spake.xy_scalar, rogue._y, rogue._x, PHONE, LAPTOP, "phone", "laptop",
+                               careless, candidates)
+
+    assert offline("555555") == []
+    assert offline(SECRET) == [SECRET]
 
 
 def test_a_rogue_shower_receives_nothing_derived_from_the_key():
