@@ -69,3 +69,24 @@ def test_pair_with_code(tmp_path):
     finally:
         for n in (a, b, c):
             n.stop()
+
+
+def test_trust_store_stays_private(tmp_path):
+    from meshagent.errors import IdentityError
+    from meshagent.node.identity import load_or_create_identity
+    from meshagent.node.trust import TrustStore
+
+    peer = load_or_create_identity(tmp_path / "other").peer_id
+    (tmp_path / "trust.tmp").write_text("left over")
+    (tmp_path / "trust.tmp").chmod(0o644)
+    store = TrustStore(tmp_path)
+    store.add(peer, "laptop")
+    assert (tmp_path / "trust.json").stat().st_mode & 0o777 == 0o600
+    assert [d.peer_id for d in TrustStore(tmp_path).devices()] == [peer]
+    (tmp_path / "trust.json").chmod(0o644)
+    with pytest.raises(IdentityError, match="chmod 600"):
+        TrustStore(tmp_path)
+    (tmp_path / "trust.json").chmod(0o600)
+    (tmp_path / "trust.json").write_text('{"devices": [{"peer_id": "not a peer id", "name": "x", "paired_at": 0}]}')
+    with pytest.raises(IdentityError, match="corrupt"):
+        TrustStore(tmp_path)
