@@ -52,8 +52,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     p = sub.add_parser("pair", help="pair this device with another of yours (private steps may run on both)")
     add_data_dir(p)
-    p.add_argument("code", nargs="?", help="the code shown on the other device; without it, show a code here")
-    p.add_argument("--peer", help="only try this peer id")
+    p.add_argument("code", nargs="?", help="the code shown on the other device (like 417-093218); without it, show a code here")
+    p.add_argument("--peer", help="the other device's peer id (printed with the code), when two devices match the code")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_pair)
 
@@ -218,8 +218,9 @@ def cmd_pair(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(result))
         else:
-            print(f"pairing code: {result['code']}  (valid {result['expires_in_s']:.0f} s)")
+            print(f"pairing code: {result['code']}  (valid {result['expires_in_s']:.0f} s, three tries)")
             print("on your other device run:  meshagent pair " + result["code"])
+            print(f"this device: {result['peer_id']}")
         return 0
     params: dict[str, Any] = {"code": args.code}
     if args.peer:

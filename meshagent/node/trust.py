@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Final
 
-from meshagent.errors import IdentityError
+from meshagent.errors import DecodeError, IdentityError
 from meshagent.protocol.signed import PeerId, public_key_from_peer_id
 
 __all__ = ["TRUST_FILE", "TrustedDevice", "TrustStore"]
@@ -45,14 +45,17 @@ class TrustStore:
             for item in raw["devices"]:
                 public_key_from_peer_id(item["peer_id"])  # validates the id
                 self._devices[PeerId(item["peer_id"])] = TrustedDevice(PeerId(item["peer_id"]), str(item["name"]), float(item["paired_at"]))
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, DecodeError) as exc:
             raise IdentityError(f"trust store {self._path} is corrupt: {exc}") from exc
 
     def _save(self) -> None:
         tmp = self._path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "w") as f:
+            os.fchmod(f.fileno(), 0o600)  # a leftover .tmp keeps its old mode through O_CREAT
             json.dump({"devices": [asdict(d) for d in self._devices.values()]}, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, self._path)
 
     def add(self, peer_id: PeerId, name: str) -> None:

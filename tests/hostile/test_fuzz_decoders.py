@@ -101,9 +101,25 @@ def test_fuzz_peer_exchange(data):
 
 
 @FUZZ
-@given(inputs(["t", "nonce", "proof", "name", "ok", "reason"]))
+@given(st.one_of(inputs(), st.tuples(st.integers(0, 6), inputs(["x", "y", "confirm", "name", "reason"])).map(
+    lambda t: bytes([t[0]]) + t[1])))
 def test_fuzz_pairing(data):
     only_project_errors("pairing.decode", lambda: pairing.decode(data))
+
+
+@FUZZ
+@given(st.binary(min_size=32, max_size=32), st.binary(min_size=32, max_size=32), st.text(max_size=20))
+def test_fuzz_pairing_exchange(element, mac, name):
+    """A peer's SPAKE2 element and confirmation, whatever they are, into both sides of the exchange."""
+    def feed() -> None:
+        shower = pairing.Shower("123456", me="A", joiner="B", name="a", random_bytes=os.urandom(64))
+        if shower.receive(pairing.encode(pairing.Start(element, name[:100]))) is not None:
+            shower.receive(pairing.encode(pairing.Confirm(mac)))
+        joiner = pairing.Joiner("123456", me="B", shower="A", name="b", random_bytes=os.urandom(64))
+        joiner.start()
+        joiner.receive(pairing.encode(pairing.Answer(element, mac, name[:100])))
+
+    only_project_errors("pairing exchange", feed)
 
 
 @FUZZ
