@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,7 @@ import pytest
 from meshagent.errors import ConfigError
 from meshagent.runtime.hostfiles import copy_tree, read_beneath, write_beneath, write_private
 from meshagent.runtime.vfs import VirtualFs
+from tests.conftest import ROOT
 
 SECRET = b"the secret outside the agent's directory\n"
 
@@ -198,3 +202,51 @@ def test_copy_in_never_reads_from_a_fifo_swapped_in_for_a_file(tmp_path: Path, m
     worker.join(timeout=30)
     assert done == [{}], "the copy blocked on (or read) a FIFO"
 
+
+
+def test_run_snapshot_at_writes_the_unsealed_snapshot_0600(wasm: Callable[[str], bytes], tmp_path: Path) -> None:
+    from meshagent.runtime.local import run_local
+    from tests.runtime.fakes import ScriptedLlm
+
+    snap = tmp_path / "family.snap"
+    old = os.umask(0o022)  # the usual umask: files would come out 0644
+    try:
+        result = run_local(wasm("clockrand"), args=["clockrand"], services=ScriptedLlm(), snapshot_at=6, snapshot_path=snap)
+    finally:
+        os.umask(old)
+    assert result.snapshot_written
+    assert stat.S_IMODE(snap.stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["family.snap"]
+
+
+def _run_out_dir(module: Path, project: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "meshagent", "run", str(module), "--local", "--dir", str(project),
+                           "--out-dir", str(out), *extra, "--", "REVIEW.md", ".git/config", ".bashrc"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_run_out_dir_refuses_dot_files_unless_asked_and_never_writes_through_a_symlink(
+        build: Callable[[str], Path], tmp_path: Path) -> None:
+    project, out, outside = tmp_path / "project", tmp_path / "out", tmp_path / "outside"
+    (project / ".git").mkdir(parents=True)
+    (project / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    out.mkdir()
+    outside.mkdir()
+    (outside / "theirs.md").write_text("not the agent's\n")
+    (out / "REVIEW.md").symlink_to(outside / "theirs.md")  # planted in the target: the write must not follow it
+
+    plain = _run_out_dir(build("dotwriter"), project, out)
+    assert plain.returncode == 0, plain.stderr
+    assert "not writing .git/config: a dot-file (pass --out-dotfiles" in plain.stderr
+    assert "not writing .bashrc: a dot-file" in plain.stderr
+    assert "not writing 'REVIEW.md': something other than a regular file is there" in plain.stderr
+    assert not (out / ".git").exists() and not (out / ".bashrc").exists()
+    assert (outside / "theirs.md").read_text() == "not the agent's\n"
+
+    (out / "REVIEW.md").unlink()
+    asked = _run_out_dir(build("dotwriter"), project, out, "--out-dotfiles")
+    assert asked.returncode == 0, asked.stderr
+    assert (out / ".git" / "config").read_text() == "written by the agent: .git/config\n"
+    assert (out / ".bashrc").read_text() == "written by the agent: .bashrc\n"
+    assert (out / "REVIEW.md").read_text() == "written by the agent: REVIEW.md\n"
+    assert not (project / "REVIEW.md").exists()  # the agent's --dir is never written
