@@ -93,7 +93,7 @@ def _open_root(root: Path, what: str) -> int:
     try:
         return os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as exc:
-        raise ConfigError(f"{what} {root}: not a directory ({exc.strerror})") from exc
+        raise ConfigError(f"{what} {root}: cannot open it as a directory: {exc.strerror}") from exc
 
 
 def read_beneath(root: Path, rel: str, *, limit: int, what: str) -> bytes:

@@ -9,10 +9,11 @@ never mounted) and a scrubbed environment (``python -I``; ``HOME`` and
 ``TMPDIR`` inside the fresh folder).
 
 Where bubblewrap (``bwrap``, Debian package ``bubblewrap``) works, the build
-also runs in its namespaces: a read-only view of ``/usr`` and the Python
-installation only, no user's home, no source folder, no network, no
-capabilities, the inputs read-only, a tmpfs for scratch, and the only writable
-host object the output file's descriptor. :func:`build_sandbox` says which
+also runs in its namespaces: a read-only view of ``/usr`` and of the Python
+installation and venv (bound alone, also when they live under a home
+directory, as with pyenv), nothing else of any home, no source folder, no
+network, no capabilities, the inputs read-only, a tmpfs for scratch, and the
+only writable host object the output file's descriptor. :func:`build_sandbox` says which
 protection applies on this machine.
 """
 
@@ -117,8 +118,9 @@ def _working_bwrap() -> str | None:
     if bwrap is None:
         return None
     probe = Path(os.path.realpath(sys.executable))
+    code = "import componentize_py" if importlib.util.find_spec("componentize_py") is not None else "pass"
     try:
-        proc = subprocess.run([*_bwrap_args(bwrap, probe.parent), sys.executable, "-I", "-c", "import componentize_py"],
+        proc = subprocess.run([*_bwrap_args(bwrap, probe.parent), sys.executable, "-I", "-c", code],
                               capture_output=True, text=True, timeout=60, env=_env(_INSIDE, Path("/tmp"), _INSIDE))
     except (OSError, subprocess.TimeoutExpired) as exc:
         log.warning("bubblewrap is installed but cannot run here (%s): building Python agents without it", exc)
