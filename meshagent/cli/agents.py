@@ -101,6 +101,8 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dir", type=Path, help="directory the agent sees as its preopened '/' (its writes stay in the agent)")
     p.add_argument("--out-dir", type=Path, metavar="DIR",
                    help="--local: write the files the agent wrote (e.g. REVIEW.md) into DIR when it ends")
+    p.add_argument("--out-dotfiles", action="store_true",
+                   help="with --out-dir: also write dot-files and files in dot-directories (such as .git/config)")
     p.add_argument("--tool", action="append", default=[], type=Path, metavar="TOOL.wasm",
                    help="a WASI tool module the agent's manifest declares (shipped tools are found without)")
     p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="environment variable for the agent")
@@ -138,12 +140,12 @@ def _build(args: argparse.Namespace) -> int:
     from meshagent.runtime.build import build_agent
 
     if args.sources[0].suffix == ".py":
-        from meshagent.sdk.build import build_python_agent
+        from meshagent.sdk.build import build_python_agent, build_sandbox
 
         if len(args.sources) != 1 or args.reactor or args.tools:
             raise ConfigError("a Python agent is built from one .py file (no --reactor or --tools yet)")
         out = build_python_agent(args.sources[0], args.output)
-        print(f"built {out} ({out.stat().st_size} bytes, a component with CPython)")
+        print(f"built {out} ({out.stat().st_size} bytes, a component with CPython; {build_sandbox().describe()})")
         return 0
 
     out = build_agent(list(args.sources), args.output, reactor=args.reactor, tools=args.tools)
@@ -223,7 +225,7 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError(f"cannot read {args.module}: {exc.strerror}") from exc
     agent_args = [args.module.name, *args.args]
     if not args.local:
-        if args.snapshot_at or args.verify_replay or args.services or args.model or args.out_dir:
+        if args.snapshot_at or args.verify_replay or args.services or args.model or args.out_dir or args.out_dotfiles:
             raise ConfigError("--snapshot-at, --verify-replay, --services, --model and --out-dir need --local")
         from meshagent.node.control import call_streaming
 
@@ -264,21 +266,34 @@ def _run(args: argparse.Namespace) -> int:
             print(f"meshagent: wrote a snapshot of {len(result.outcomes)} agent(s) to {snapshot_path}", file=sys.stderr)
             return 0
         print(f"meshagent: the agent ended before host call {snapshot_at}; no snapshot written", file=sys.stderr)
+    if args.out_dotfiles and args.out_dir is None:
+        raise ConfigError("--out-dotfiles goes with --out-dir DIR")
     if args.out_dir is not None:
-        _write_files(args.out_dir, result.written)
+        _write_files(args.out_dir, result.written, dotfiles=args.out_dotfiles)
     return _print_outcomes(result.outcomes, args.json)
 
 
-def _write_files(out_dir: Path, written: dict[str, bytes | None]) -> None:
-    """The agent's writes (normalised relative paths) under ``out_dir``; deletions are not applied."""
-    root = out_dir.resolve()
+def _write_files(out_dir: Path, written: dict[str, bytes | None], *, dotfiles: bool) -> None:
+    """The agent's writes (relative paths) under ``out_dir``; deletions are not applied.
+
+    The agent chose these paths: each is written inside ``out_dir`` without
+    following symlinks, and dot-files or dot-directories (``.git/config``,
+    ``.bashrc``) only when the user passed ``--out-dotfiles``."""
+    from meshagent.runtime.hostfiles import write_beneath
+
     for rel, data in sorted(written.items()):
-        target = (root / rel).resolve()
-        if data is None or not target.is_relative_to(root):
+        if data is None:
             continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
-        print(f"meshagent: wrote {target}", file=sys.stderr)
+        shown = rel if rel.isprintable() else repr(rel)  # the agent chose it: no terminal escapes
+        if not dotfiles and any(part.startswith(".") for part in rel.split("/")):
+            print(f"meshagent: not writing {shown}: a dot-file (pass --out-dotfiles to write those too)", file=sys.stderr)
+            continue
+        try:
+            write_beneath(out_dir, rel, data)
+        except ConfigError as exc:
+            print(f"meshagent: {exc}", file=sys.stderr)
+            continue
+        print(f"meshagent: wrote {out_dir / shown}", file=sys.stderr)
 
 
 def _resume(args: argparse.Namespace) -> int:

@@ -34,7 +34,6 @@ import hashlib
 import logging
 import os
 import secrets
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -63,6 +62,7 @@ from meshagent.net.host import MeshHost, Stream
 from meshagent.node.control import Emit, Handler
 from meshagent.node.identity import Identity
 from meshagent.node.snapshots import CACHEABLE, FrozenAgent, from_sections, seal_agent, tool_prefix
+from meshagent.node.store import connect_private
 from meshagent.protocol import snapshot as snap
 from meshagent.protocol.handoff import HANDOFF_PROTOCOL, Action, Reject, RejectReason, Via, recovery_action
 from meshagent.protocol.signed import PeerId
@@ -154,7 +154,7 @@ class HandoffStore:
     """The manager's sqlite tables. Blocking; called through ``trio.to_thread`` one at a time."""
 
     def __init__(self, path: Path) -> None:
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db = connect_private(path)  # 0600, and so its -wal/-shm
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("CREATE TABLE IF NOT EXISTS handoff_generations(agent_id TEXT PRIMARY KEY, highest INTEGER NOT NULL)")

@@ -5,7 +5,7 @@ The sealing keys are an X25519 key (``sealing.key``) and an ML-KEM-768 key
 the hybrid ML-KEM768-X25519 HPKE key (``[net] sealing_suite = "hybrid"``).
 All are generated on first start (the ML-KEM key also on the first start of
 an older data dir) and stored as raw files in the data dir with mode 0600; a key file that group or others can read is refused rather
-than used. The libp2p peer id derives from the Ed25519 key, so Noise
+than used, and so is a data dir open to group or others once it holds keys (see :func:`ensure_private_dir`). The libp2p peer id derives from the Ed25519 key, so Noise
 authenticates it on every connection. A second process on the same data dir
 is refused by an exclusive lock (see :class:`DataDirLock`).
 """
@@ -13,6 +13,7 @@ is refused by an exclusive lock (see :class:`DataDirLock`).
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import stat
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ from meshagent.protocol.signed import PeerId, peer_id_from_public_key
 from meshagent.protocol.snapshot import SUITE_HYBRID, SUITE_X25519, SealingKey, hybrid_private_key, hybrid_public_bytes
 
 __all__ = ["IDENTITY_FILE", "SEALING_FILE", "SEALING_PQ_FILE", "Identity", "load_or_create_identity", "ensure_private_dir", "DataDirLock"]
+
+log = logging.getLogger(__name__)
 
 IDENTITY_FILE: Final = "identity.key"
 SEALING_FILE: Final = "sealing.key"
@@ -91,11 +94,22 @@ class Identity:
 
 
 def ensure_private_dir(path: Path) -> None:
-    """Create ``path`` (mode 0700) if needed; refuse one others can write to."""
+    """Create ``path`` (mode 0700) if needed; refuse or tighten one that group or others can reach.
+
+    One that group or others can write to is refused. One they can only read or
+    enter is tightened to 0700 while it holds no identity key yet (this node is
+    setting it up now: nothing of it can have leaked), and refused once it holds
+    one (its keys and databases may have been read: the owner decides)."""
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    mode = path.stat().st_mode
+    mode = stat.S_IMODE(path.stat().st_mode)
     if mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise IdentityError(f"data dir {path} is writable by others (mode {stat.S_IMODE(mode):o}); run: chmod 700 {path}")
+        raise IdentityError(f"data dir {path} is writable by others (mode {mode:o}); run: chmod 700 {path}")
+    if mode & 0o077:
+        if (path / IDENTITY_FILE).exists():
+            raise IdentityError(f"data dir {path} is open to group or others (mode {mode:o}) and holds this node's "
+                                f"keys; check who could read them, then run: chmod 700 {path}")
+        os.chmod(path, mode & 0o700)
+        log.info("data dir %s had mode %o; set to %o before creating the node's keys", path, mode, mode & 0o700)
 
 
 def _read_key(path: Path, size: int = 32) -> bytes | None:

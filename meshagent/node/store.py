@@ -14,7 +14,9 @@ crash or restart every running agent resumes from its last host call.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -29,7 +31,7 @@ from meshagent.runtime.journal import Entry, Journal
 from meshagent.runtime.snapshot import AgentSnapshot, MemoryImage
 from meshagent.runtime.vfs import VirtualFs
 
-__all__ = ["NodeStore", "AgentRow", "STORE_NAME"]
+__all__ = ["NodeStore", "AgentRow", "STORE_NAME", "connect_private"]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,40 @@ _AGENT_SCHEMA: Final = (
 )
 
 
+_SIDE_FILES: Final = ("-wal", "-shm", "-journal")
+
+
+def connect_private(path: Path) -> sqlite3.Connection:
+    """Open the sqlite database at ``path``, its file and side files readable by the owner only.
+
+    The file is created 0600 before sqlite opens it, and sqlite gives its
+    ``-wal``, ``-shm`` and ``-journal`` files the database file's mode; files
+    left more open by an older version are tightened to 0600 first."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise NodeError(f"{path} is not a regular file")
+            if st.st_mode & 0o077:
+                os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
+        for suffix in _SIDE_FILES:
+            side = path.with_name(path.name + suffix)
+            try:
+                st = side.lstat()
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(st.st_mode) and st.st_mode & 0o077:
+                os.chmod(side, 0o600, follow_symlinks=False)
+        return sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    except OSError as exc:
+        raise NodeError(f"cannot open the database {path}: {exc.strerror}") from exc
+    except sqlite3.Error as exc:
+        raise NodeError(f"cannot open the database {path}: {exc}") from exc
+
+
 @dataclass(frozen=True, slots=True)
 class AgentRow:
     agent_id: str
@@ -81,10 +117,7 @@ class NodeStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        try:
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise NodeError(f"cannot open the node store {path}: {exc}") from exc
+        self._db = connect_private(path)
         self._lock = threading.RLock()
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -95,7 +128,7 @@ class NodeStore:
 
     @classmethod
     def open(cls, data_dir: Path) -> NodeStore:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         return cls(data_dir / STORE_NAME)
 
     def close(self) -> None:

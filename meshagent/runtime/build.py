@@ -82,7 +82,7 @@ def build_agent(sources: Sequence[Path] | Path, output: Path, *, reactor: bool =
         try:
             manifest, modules = load_tools_file(tools, default_build_dir())
         except MeshError as exc:
-            raise BuildError(f"{tools}: {exc}") from exc
+            raise BuildError(str(exc)) from exc  # it names the tools file
         embed_manifest(output, manifest)
         store = ToolStore(default_build_dir() / "store")
         for wasm in modules.values():

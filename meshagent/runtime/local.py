@@ -3,7 +3,8 @@
 The same :class:`~meshagent.runtime.manager.AgentManager` the node uses, in a
 ``trio.run`` of its own, with no store. Optionally stops the whole family at
 the root's N-th host call and writes it to a file that
-:func:`resume_local` (in this or another process) continues.
+:func:`resume_local` (in this or another process) continues. That file is not
+sealed, so it is written with mode 0600.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import trio
 from meshagent.config import SandboxLimits
 from meshagent.errors import JournalError
 from meshagent.runtime.bundle import decode_family, encode_family
+from meshagent.runtime.hostfiles import write_private
 from meshagent.runtime.manager import AgentManager
 from meshagent.runtime.modules import ModuleCache, engine_for
 from meshagent.runtime.outcome import Outcome
@@ -58,16 +60,10 @@ async def _supervise(manager: AgentManager, root: str, snapshot_path: Path | Non
     members = manager.family(root)
     if suspended and snapshot_path is not None:
         data = encode_family([manager.agent(m).snapshot() for m in members])
-        await trio.to_thread.run_sync(_write_atomically, snapshot_path, data)
+        await trio.to_thread.run_sync(write_private, snapshot_path, data)  # unsealed: the owner's eyes only
         log.info("wrote a snapshot of %d agent(s) to %s", len(members), snapshot_path)
     written = dict(manager.agent(root).state.written)
     return LocalResult([manager.outcome(m) for m in members], suspended, written)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
 
 
 def run_local(

@@ -17,6 +17,7 @@ from meshagent.config import SandboxLimits
 from meshagent.runtime.bundle import encode_family
 from meshagent.runtime.component_agent import ComponentAgent, component_snapshot
 from meshagent.runtime.components import ComponentCache
+from meshagent.runtime.hostfiles import write_private
 from meshagent.runtime.ids import new_agent_id
 from meshagent.runtime.local import LocalResult
 from meshagent.runtime.modules import engine_for
@@ -36,9 +37,7 @@ def component_cache(limits: SandboxLimits, cache_dir: Path | None) -> ComponentC
 def _finish(agent: ComponentAgent, snapshot_path: Path | None) -> LocalResult:
     outcome = agent.run()
     if outcome.status == "suspended" and snapshot_path is not None:
-        tmp = snapshot_path.with_name(snapshot_path.name + ".tmp")
-        tmp.write_bytes(encode_family([agent.snapshot()]))
-        tmp.replace(snapshot_path)
+        write_private(snapshot_path, encode_family([agent.snapshot()]))  # unsealed: mode 0600
         return LocalResult([outcome], True)
     return LocalResult([outcome], False)
 

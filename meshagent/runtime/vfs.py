@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from meshagent.errors import ConfigError, JournalError
+from meshagent.errors import JournalError
+from meshagent.runtime.hostfiles import copy_tree
 
 __all__ = [
     "VirtualFs",
@@ -72,25 +73,10 @@ class VirtualFs:
 
     @classmethod
     def from_directory(cls, root: Path, *, max_bytes: int = MAX_VFS_BYTES, max_files: int = MAX_VFS_FILES) -> VirtualFs:
-        """Copy a host directory tree (regular files only, no symlinks) into memory."""
-        if not root.is_dir():
-            raise ConfigError(f"--dir {root}: not a directory")
-        files: dict[str, bytes] = {}
-        total = 0
-        for path in sorted(root.rglob("*")):
-            if path.is_symlink() or not path.is_file():
-                continue
-            rel = path.relative_to(root).as_posix()
-            data = path.read_bytes()
-            total += len(data)
-            if total > max_bytes or len(files) >= max_files:
-                raise ConfigError(
-                    f"--dir {root} holds more than {max_bytes} bytes or {max_files} files; "
-                    "give the agent a smaller directory"
-                )
-            files[rel] = data
-        log.debug("virtual dir from %s: %d files, %d bytes", root, len(files), total)
-        return cls(files)
+        """Copy a host directory tree (regular files only, no symlinks followed) into memory.
+
+        See :func:`meshagent.runtime.hostfiles.copy_tree`: openat-style, sizes checked before reading."""
+        return cls(copy_tree(root, max_bytes=max_bytes, max_files=max_files))
 
     def dirs(self) -> set[str]:
         out = {""}
