@@ -1,9 +1,11 @@
 """The agent manager: runs a node's agents on worker threads under trio.
 
-* Each agent runs in ``trio.to_thread.run_sync`` holding one slot of a
-  ``CapacityLimiter`` sized ``SandboxLimits.max_instances``; a parent blocked
-  in ``mesh_join`` gives its slot back while it waits, so forks cannot
-  deadlock the node.
+* Each agent runs in ``trio.to_thread.run_sync`` holding an execution slot
+  (:class:`~meshagent.runtime.slots.Slots`: ``max_instances`` of them, and
+  quotas for agents of other owners, whom ``quota_of`` names); a parent
+  blocked in ``mesh_join`` and an agent asleep in ``poll_oneoff`` give their
+  slot back while they wait, so forks cannot deadlock the node and sleepers
+  cannot starve it. Each run gets the wall-clock limit ``wall_clock_s``.
 * With a :class:`~meshagent.node.store.NodeStore`, every journal entry is
   appended as it happens and ``run`` resumes the agents that were running
   when the node stopped, from their last host call.
@@ -16,10 +18,12 @@ Nothing starts in ``__init__``; start :meth:`run` in a nursery.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+import time
 from functools import partial
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 import trio
@@ -29,12 +33,13 @@ from meshagent.errors import AgentError, AgentNotFound
 from meshagent.node.store import NodeStore
 from meshagent.runtime.ids import AgentId, new_agent_id
 from meshagent.runtime.journal import Entry, Journal
-from meshagent.runtime.modules import LoadedModule, ModuleCache
+from meshagent.runtime.modules import EPOCH_TICK_S, LoadedModule, ModuleCache, advance_epochs
 from meshagent.runtime.outcome import Outcome
 from meshagent.runtime.sandbox import KNOWN_IMPORTS, Agent
 from meshagent.runtime.services import HostServices, RollbackAware, Suspend, World
 from meshagent.runtime.component_agent import ComponentAgent
 from meshagent.runtime.components import ComponentCache, is_component
+from meshagent.runtime.slots import Slots
 from meshagent.runtime.snapshot import AgentSnapshot
 from meshagent.runtime.tools.runtime import ToolRuntime, default_tool_runtime, manifest_of
 from meshagent.runtime.tools.store import default_build_dir, resolve_tools
@@ -45,6 +50,8 @@ __all__ = ["AgentManager", "AgentInfo"]
 log = logging.getLogger(__name__)
 
 _SHUTDOWN = "node shutting down"
+_SLOT_RELEASE_S = 0.01
+"""Sleeps at least this long give the agent's slot back (shorter ones are not worth the round trip)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +63,8 @@ class AgentInfo:
     exit_code: int | None
     error: str | None
     module_sha256: str
+    slot: str | None = None
+    """While the agent is active: ``running`` (it holds a slot), ``sleeping``, ``joining`` or ``waiting`` (for a slot)."""
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -66,15 +75,20 @@ class AgentInfo:
             "exit_code": self.exit_code,
             "error": self.error,
             "module_sha256": self.module_sha256,
+            "slot": self.slot,
         }
 
 
 @dataclass(slots=True)
 class _Record:
     agent: Agent
+    owner: str | None = None
+    """The other owner whose slot quota the agent runs under (``None``: this node's own)."""
     active: bool = False
     killed: bool = False
     outcome: Outcome | None = None
+    waiting: str | None = None
+    """``sleeping`` or ``joining`` while the agent waits without its slot."""
     terminal: threading.Event = field(default_factory=threading.Event)
 
 
@@ -92,9 +106,13 @@ class AgentManager:
         verify_replay: bool = False,
         remote_result: Callable[[str], Awaitable[bytes]] | None = None,
         tools: ToolRuntime | None = None,
+        quota_of: Callable[[str], str | None] | None = None,
     ) -> None:
         """``remote_result(child_id)`` waits for a forked child that runs on another node
-        (after :meth:`forget` handed it over) and returns its stdout, for ``mesh_join``."""
+        (after :meth:`forget` handed it over) and returns its stdout, for ``mesh_join``.
+        ``quota_of(agent_id)`` (blocking; called when an agent starts or is adopted) names the
+        owner whose slot quota the agent runs under: ``None`` for agents of this node and its
+        paired devices, else the other owner (children run under their parent's)."""
         self.limits = limits or SandboxLimits()
         self._remote_result = remote_result
         self.modules = modules
@@ -105,8 +123,9 @@ class AgentManager:
         self.tools = tools or default_tool_runtime()
         self._components: ComponentCache | None = None
         """Compiled WASI tools and the tool store, shared by this manager's agents."""
+        self._quota_of = quota_of
         self._records: dict[str, _Record] = {}
-        self._slots = trio.CapacityLimiter(max(1, self.limits.max_instances))
+        self._slots = Slots(self.limits)
         self._threads = trio.CapacityLimiter(1024)
         self._nursery: trio.Nursery | None = None
         self._changed = trio.Event()
@@ -117,6 +136,7 @@ class AgentManager:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            nursery.start_soon(self._tick_epochs)
             try:
                 if self._store is not None:
                     await self._resume_stored()
@@ -128,6 +148,12 @@ class AgentManager:
                 for rec in self._records.values():
                     if rec.active:
                         rec.agent.request_suspend(_SHUTDOWN)
+
+    async def _tick_epochs(self) -> None:
+        """Keep the engines' epochs on the clock: Stores past their agent's wall-clock deadline trap."""
+        while True:
+            advance_epochs()
+            await trio.sleep(EPOCH_TICK_S)
 
     async def _resume_stored(self) -> None:
         assert self._store is not None
@@ -216,7 +242,14 @@ class AgentManager:
                 snapshot = replace(snapshot, module=wasm)
         agent = await trio.to_thread.run_sync(lambda: self._make_agent(snapshot, loaded))
         agent.suspend_at = suspend_at
-        rec = _Record(agent)
+        parent = self._records.get(snapshot.parent_id or "")
+        if parent is not None:
+            owner = parent.owner
+        elif self._quota_of is not None:
+            owner = await trio.to_thread.run_sync(self._quota_of, agent.agent_id)
+        else:
+            owner = None
+        rec = _Record(agent, owner)
         self._records[agent.agent_id] = rec
         if persist and self._store is not None:
             full = replace(snapshot, module=agent.loaded.wasm, status="running")
@@ -248,11 +281,14 @@ class AgentManager:
 
     async def _drive(self, rec: _Record) -> None:
         agent = rec.agent
-        await self._slots.acquire_on_behalf_of(agent.agent_id)
+        await self._slots.acquire(agent.agent_id, rec.owner)
+        agent.deadline = time.monotonic() + self.limits.wall_clock_s
         try:
             outcome = await trio.to_thread.run_sync(agent.run, limiter=self._threads)
         finally:
-            self._slots.release_on_behalf_of(agent.agent_id)
+            agent.deadline = None
+            if self._slots.holds(agent.agent_id):
+                self._slots.release(agent.agent_id)
         if rec.killed:
             agent.status = "killed"
             outcome = replace(outcome, status="killed")
@@ -289,8 +325,7 @@ class AgentManager:
     def join(self, parent: Agent, child_id: str) -> bytes:
         if child_id not in self._records and self._remote_result is None:
             raise AgentNotFound(f"mesh_join: child {child_id} is not on this node")
-        trio.from_thread.run_sync(self._slots.release_on_behalf_of, parent.agent_id)
-        try:
+        with self._without_slot(parent, "joining"):
             while True:
                 rec = self._records.get(child_id)
                 if rec is None:  # handed over to another node (see forget)
@@ -302,8 +337,26 @@ class AgentManager:
                     return rec.outcome.stdout
                 if parent.suspend_requested:
                     raise Suspend(f"suspended while joining child {child_id}")
+                parent.check_deadline()
+
+    def sleep(self, agent: Agent, seconds: float) -> None:
+        if seconds < _SLOT_RELEASE_S:
+            agent.doze(seconds)
+            return
+        with self._without_slot(agent, "sleeping"):
+            agent.doze(seconds)
+
+    @contextlib.contextmanager
+    def _without_slot(self, agent: Agent, why: str) -> Iterator[None]:
+        """Give the agent's slot back for the block (called on its worker thread), then wait for one again."""
+        rec = self._records[agent.agent_id]
+        trio.from_thread.run_sync(self._slots.release, agent.agent_id)
+        rec.waiting = why
+        try:
+            yield
         finally:
-            trio.from_thread.run(self._slots.acquire_on_behalf_of, parent.agent_id)
+            rec.waiting = None
+            trio.from_thread.run(self._slots.acquire, agent.agent_id, rec.owner)
 
     def entry_added(self, agent: Agent, index: int, entry: Entry) -> None:
         if self._store is not None:
@@ -333,7 +386,21 @@ class AgentManager:
         rec = self._record(agent_id)
         a = rec.agent
         error = rec.outcome.error_message if rec.outcome is not None and not rec.active else None
-        return AgentInfo(a.agent_id, a.parent_id, a.status, len(a.journal), a.exit_code, error, a.loaded.sha256)
+        slot = None
+        if rec.active:
+            slot = rec.waiting or ("running" if self._slots.holds(agent_id) else "waiting")
+        return AgentInfo(a.agent_id, a.parent_id, a.status, len(a.journal), a.exit_code, error, a.loaded.sha256, slot)
+
+    def slots(self) -> dict[str, object]:
+        """The execution slots now: totals, held, waited for, and the active agents by what they do."""
+        stats = self._slots.stats().to_json()
+        for state in ("running", "sleeping", "joining", "waiting"):
+            stats[state] = 0
+        for agent_id, rec in self._records.items():
+            if rec.active:
+                state = rec.waiting or ("running" if self._slots.holds(agent_id) else "waiting")
+                stats[state] = int(stats[state]) + 1  # type: ignore[call-overload]
+        return stats
 
     def agents(self) -> list[AgentInfo]:
         """The agents in memory (call from the trio thread)."""
@@ -453,7 +520,8 @@ class AgentManager:
         agent = rec.agent
         rec.active = True
         agent.status = "running"
-        await self._slots.acquire_on_behalf_of(agent_id)
+        await self._slots.acquire(agent_id, rec.owner)
+        agent.deadline = time.monotonic() + self.limits.wall_clock_s
         try:
             result = await trio.to_thread.run_sync(lambda: agent.invoke(export, *args), limiter=self._threads)
             agent.status = "idle"
@@ -465,7 +533,9 @@ class AgentManager:
             agent.error_text = f"{type(exc).__name__}: {exc}"
             raise
         finally:
-            self._slots.release_on_behalf_of(agent_id)
+            agent.deadline = None
+            if self._slots.holds(agent_id):
+                self._slots.release(agent_id)
             rec.active = False
             rec.outcome = agent.outcome()
             self._pulse()

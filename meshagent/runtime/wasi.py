@@ -11,6 +11,12 @@ writes land in the agent's overlay, never on a host disk. Files can be
 created, truncated, written, appended to and unlinked; directories are implied
 by file paths, so renames, links and empty directories answer ``ENOTSUP``.
 
+Sizes, offsets and lengths come from the agent: each is checked against the
+limit that applies (the files budget, the output limit) *before* the host
+allocates anything, and the bytes the host moves are charged to the agent's
+fuel (:mod:`meshagent.runtime.costs`). A sleep gives the agent's execution
+slot back while it lasts (the supervisor's ``sleep`` hook).
+
 Only what C programs built with ``zig cc`` (wasi-libc) need is implemented.
 The same functions serve WASI tools (:mod:`meshagent.runtime.tools.wasi_tool`),
 whose ``h`` runs every call live.
@@ -25,8 +31,9 @@ from typing import TYPE_CHECKING, Final
 import wasmtime
 
 from meshagent.errors import AgentExit, JournalError
+from meshagent.runtime.costs import FUEL_PER_BYTE, FUEL_PER_FILE
 from meshagent.runtime.guest_memory import GuestMemory
-from meshagent.runtime.vfs import PREOPEN_FD, PREOPEN_NAME, OpenFile
+from meshagent.runtime.vfs import MAX_PATH, PREOPEN_FD, PREOPEN_NAME, OpenFile
 
 if TYPE_CHECKING:
     from meshagent.runtime.sandbox import HostCalls
@@ -47,6 +54,8 @@ OFLAG_CREAT, OFLAG_DIRECTORY, OFLAG_EXCL, OFLAG_TRUNC = 1, 2, 4, 8
 FDFLAG_APPEND = 1
 MAX_RANDOM: Final = 1 << 20
 MAX_SLEEP_S: Final = 60.0
+MAX_OFFSET: Final = (1 << 63) - 1
+"""Largest file offset (WASI's filesize is a u64; past 2^63 is no file anyone can have)."""
 
 _SUB: Final = struct.Struct("<QB7xIxxxxQQH6x")  # userdata, tag, clock id, timeout, precision, flags
 _EVENT: Final = struct.Struct("<QHB5xQH6x")
@@ -69,6 +78,16 @@ Ret = tuple[int, bytes | None]
 
 def _det(value: int) -> Callable[[], Ret]:
     return lambda: (value, None)
+
+
+def _gather(m: GuestMemory, iovs: int, n: int, cap: int) -> tuple[bytes | None, int]:
+    """The bytes an iovec array points at, or ``None`` when they add up to more than ``cap``
+    (then nothing is read: a thousand iovecs over the whole memory would be a thousand copies)."""
+    bufs = m.iovecs(_u(iovs), _u(n))
+    total = sum(length for _, length in bufs)
+    if total > cap:
+        return None, total
+    return b"".join(m.read(p, length) for p, length in bufs), total
 
 
 def wasi_functions(h: HostCalls) -> dict[str, tuple[str, Callable[..., int | None]]]:
@@ -176,7 +195,7 @@ def wasi_functions(h: HostCalls) -> dict[str, tuple[str, Callable[..., int | Non
                 else:
                     out.append(_EVENT.pack(userdata, 0, tag, 0, 1))
             if timeouts and len(timeouts) == count:
-                h.world.sleep(min(min(timeouts), MAX_SLEEP_S))
+                h.sleep(min(min(timeouts), MAX_SLEEP_S))
             return ESUCCESS, b"".join(out)
 
         ret, data = h.call("poll_oneoff", (raw,), live, nondet=True)
@@ -191,33 +210,45 @@ def wasi_functions(h: HostCalls) -> dict[str, tuple[str, Callable[..., int | Non
 
     def fd_write(fd: int, iovs: int, n: int, nwritten: int) -> int:
         m = h.mem()
-        data = b"".join(m.read(p, ln) for p, ln in m.iovecs(_u(iovs), _u(n)))
+        stdio = fd in (1, 2)
+        data, total = _gather(m, iovs, n, h.limits.output_bytes if stdio else h.fs.limit)
         m.check(_u(nwritten), 4)
+        if data is None:  # more than any write may carry: refused before it is read
+            return h.call("fd_write", (fd, total), lambda: too_big(fd, total, False))[0]
 
         def live() -> Ret:
-            if fd not in (1, 2):
+            if not stdio:
                 f = h.state.files.table.get(fd)
                 if f is None:
                     return EBADF, None
                 return write_file(f, data, None, m, nwritten), None
             h.state.write_output(fd, data, h.limits.output_bytes)
+            h.charge(len(data) * FUEL_PER_BYTE, "output")
             m.put_u32(_u(nwritten), len(data))
             return ESUCCESS, None
 
         return h.call("fd_write", (fd, data), live)[0]
+
+    def too_big(fd: int, total: int, positioned: bool) -> Ret:
+        """A write of ``total`` bytes, more than the output limit or the files budget: what it answers."""
+        if fd in (1, 2) and not positioned:
+            h.state.check_output(total, h.limits.output_bytes)
+        f = h.state.files.table.get(fd)
+        if f is None:
+            return (ESPIPE if positioned and fd in (0, 1, 2) else EBADF), None
+        return (EISDIR if f.is_dir else EBADF if f.mode == 0 else EFBIG), None
 
     def write_file(f: OpenFile, data: bytes, at: int | None, m: GuestMemory, nwritten: int) -> int:
         if f.is_dir:
             return EISDIR
         if f.mode == 0:
             return EBADF
-        content = h.fs.get(f.path) or b""
-        start = len(content) if f.mode == 2 and at is None else (f.offset if at is None else at)
-        grown = content.ljust(start, b"\0")
+        start = (h.fs.size(f.path) or 0) if f.mode == 2 and at is None else (f.offset if at is None else at)
         try:
-            h.fs.put(f.path, grown[:start] + data + grown[start + len(data):])
+            copied = h.fs.write_at(f.path, start, data)  # checks the files budget before it allocates
         except JournalError:
             return EFBIG
+        h.charge(copied * FUEL_PER_BYTE, "a file write")
         if at is None:
             f.offset = start + len(data)
         m.put_u32(_u(nwritten), len(data))
@@ -225,9 +256,11 @@ def wasi_functions(h: HostCalls) -> dict[str, tuple[str, Callable[..., int | Non
 
     def fd_pwrite(fd: int, iovs: int, n: int, offset: int, nwritten: int) -> int:
         m = h.mem()
-        data = b"".join(m.read(p, ln) for p, ln in m.iovecs(_u(iovs), _u(n)))
+        data, total = _gather(m, iovs, n, h.fs.limit)
         m.check(_u(nwritten), 4)
         at = offset & ((1 << 64) - 1)
+        if data is None:
+            return h.call("fd_pwrite", (fd, total, at), lambda: too_big(fd, total, True))[0]
 
         def live() -> Ret:
             f = h.state.files.table.get(fd)
@@ -238,15 +271,17 @@ def wasi_functions(h: HostCalls) -> dict[str, tuple[str, Callable[..., int | Non
         return h.call("fd_pwrite", (fd, data, at), live)[0]
 
     def fd_filestat_set_size(fd: int, size: int) -> int:
+        wanted = size & ((1 << 64) - 1)
+
         def live() -> Ret:
             f = h.state.files.table.get(fd)
             if f is None or f.is_dir or f.mode == 0:
                 return EBADF, None
-            content = h.fs.get(f.path) or b""
             try:
-                h.fs.put(f.path, content[:size].ljust(size, b"\0"))
+                filled = h.fs.truncate(f.path, wanted)  # checks the files budget before it allocates
             except JournalError:
                 return EFBIG, None
+            h.charge(filled * FUEL_PER_BYTE, "a file resize")
             return ESUCCESS, None
 
         return h.call("fd_filestat_set_size", (fd, size), live)[0]
@@ -286,7 +321,8 @@ def wasi_functions(h: HostCalls) -> dict[str, tuple[str, Callable[..., int | Non
                 return EISDIR, None
             content = h.fs.get(f.path) or b""
             start = f.offset if at is None else at
-            chunk = content[start : start + want] if start >= 0 else b""
+            chunk = bytes(content[start : start + want]) if start >= 0 else b""
+            h.charge(len(chunk) * FUEL_PER_BYTE, "a file read")
             pos = 0
             for p, ln in bufs:
                 piece = chunk[pos : pos + ln]
@@ -319,7 +355,7 @@ def wasi_functions(h: HostCalls) -> dict[str, tuple[str, Callable[..., int | Non
                 return EBADF, None
             if f.is_dir:
                 return EISDIR, None
-            size = len(h.fs.get(f.path) or b"")
+            size = h.fs.size(f.path) or 0
             match whence:
                 case 0:
                     new = offset
@@ -329,7 +365,7 @@ def wasi_functions(h: HostCalls) -> dict[str, tuple[str, Callable[..., int | Non
                     new = size + offset
                 case _:
                     return EINVAL, None
-            if new < 0:
+            if not 0 <= new <= MAX_OFFSET:
                 return EINVAL, None
             f.offset = new
             m.put_u64(_u(out), new)
@@ -370,7 +406,7 @@ def wasi_functions(h: HostCalls) -> dict[str, tuple[str, Callable[..., int | Non
         return h.call("fd_fdstat_set_flags", (fd, flags), _det(ESUCCESS if fd in (0, 1, 2) else ENOTSUP))[0]
 
     def stat_bytes(path: str, is_dir: bool) -> bytes:
-        size = 0 if is_dir else len(h.fs.get(path) or b"")
+        size = 0 if is_dir else (h.fs.size(path) or 0)
         ino = int.from_bytes(path.encode()[:7].ljust(7, b"\0"), "little") + 1
         return struct.pack("<QQB7xQQQQQ", 1, ino, FILETYPE_DIR if is_dir else FILETYPE_FILE, 1, size, 0, 0, 0)
 
@@ -397,6 +433,8 @@ def wasi_functions(h: HostCalls) -> dict[str, tuple[str, Callable[..., int | Non
             return EBADF, "", False
         if not base.is_dir:
             return ENOTDIR, "", False
+        if len(raw_path) > MAX_PATH:
+            return ENAMETOOLONG, "", False
         try:
             text = raw_path.decode()
         except UnicodeDecodeError:
@@ -476,6 +514,7 @@ def wasi_functions(h: HostCalls) -> dict[str, tuple[str, Callable[..., int | Non
             if not f.is_dir:
                 return ENOTDIR, None
             entries = [(".", True), ("..", True), *h.fs.listdir(f.path)]
+            h.charge(h.fs.file_count() * FUEL_PER_FILE, "a directory listing")
             out = bytearray()
             for index in range(cookie & ((1 << 63) - 1), len(entries)):
                 name, is_dir = entries[index]
