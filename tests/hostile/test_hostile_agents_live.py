@@ -6,11 +6,13 @@ program in each of its behaviours — CPU loop, memory bomb, deep recursion,
 stdout flood, trap, out-of-bounds pointers into host calls — at the same
 time as a well-behaved agent making LLM steps. Each hostile agent ends
 ``failed`` with its specific error; the good agent's output equals a run on
-a quiet node; the node keeps running.
+a quiet node; the node keeps running. Agents that sleep for ever do not keep another
+agent run from an execution slot.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -64,5 +66,39 @@ def test_hostile_agents_fail_alone_while_a_good_agent_finishes(tmp_path, program
         result = node.call("result", {"agent_id": good_id, "wait": True}, timeout=180)
         assert result["status"] == "exited" and result["stdout"] == want
         assert node.call("status")["peer_id"] == node.peer_id and node.proc.poll() is None
+    finally:
+        node.stop()
+
+
+def _until(condition, what: str, timeout: float = 120.0) -> None:  # type: ignore[no-untyped-def]
+    """Wait for a state of the node (polling its control API); the timeout only turns a hang into a failure."""
+    end = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError(f"the node never reached: {what}")
+        time.sleep(0.1)
+
+
+def test_sleeping_agents_do_not_keep_an_agent_run_from_a_slot(tmp_path, programs):
+    """Four hostile agents that sleep for ever on a node with four execution slots: they give their
+    slots back while they sleep, so an agent run started after them gets one and ends while they
+    still sleep (before, it waited for them: a chat took 57 s instead of 1 s)."""
+    hostile, steps = programs
+    config = write_device_config(tmp_path / "node", "laptop", MODEL_CACHE)
+    config.write_text(config.read_text() + "\n[sandbox]\nmax_instances = 4\n")
+    node = NodeProcess(tmp_path / "node", name="node").start()
+    try:
+        sleepers = [node.call("run", {"module_path": str(hostile), "args": ["hostile", "sleep"], "wait": False})["agent_id"]
+                    for _ in range(4)]
+        _until(lambda: node.call("slots")["sleeping"] == 4, "four agents asleep")
+        assert node.call("slots")["busy"] == 0
+        run = node.call("run", {"module_path": str(steps), "args": ["steps", "2", "20", "chat"], "privacy": "any"},
+                        timeout=300)
+        assert run["agents"][0]["status"] == "exited", run
+        listed = {a["agent_id"]: a for a in node.call("agents")["agents"]}
+        assert all(listed[s]["status"] == "running" and listed[s]["slot"] == "sleeping" for s in sleepers), listed
+        for sleeper in sleepers:  # a sleep is cut short by a kill
+            assert node.call("kill", {"agent_id": sleeper})["status"] == "killed"
+        assert node.call("slots")["sleeping"] == 0 and node.proc.poll() is None
     finally:
         node.stop()
