@@ -111,7 +111,7 @@ def test_file_view_checks_sizes_before_it_allocates() -> None:
     fs = FileView(VirtualFs({"a": b"x" * 10}), Overlay(), limit=1 << 20)
     tracemalloc.start()
     try:
-        for attempt in (lambda: fs.truncate("a", 1 << 31), lambda: fs.write_at("a", 1 << 40, b"y"),
+        for attempt in (lambda: fs.truncate("a", 1 << 31), lambda: fs.write_at("a", 1 << 31, b"y"),
                         lambda: fs.write_at("new", (1 << 20) - 5, b"123456"), lambda: fs.put("b", bytes(1 << 20))):
             with pytest.raises(JournalError):
                 attempt()
@@ -212,7 +212,7 @@ def _python_lines(fn: Callable[[], object]) -> int:
 def test_patching_n_files_is_linear_in_n() -> None:
     def work(n: int) -> int:
         base = VirtualFs({f"src/f{i}.c": b"one\ntwo\n" for i in range(n)})
-        diff = "".join(f"--- a/src/f{i}.c\n+++ b/src/f{i}.c\n@@ -1,2 +1,2 @@\n one\n-two\n+2\n" for i in range(n))
+        diff = "".join(f"--- a/src/f{i}.c\n+++ b/src/f{i}.c\n@@ -1,2 +1,2 @@\n one\n-two\n+two and three\n" for i in range(n))
         fs = FileView(base, Overlay())
         fs.put("warm", b"")  # the running totals exist before the measured call
         return _python_lines(lambda: FILE_TOOLS["fs.patch"]({"diff": diff}, fs, plenty()))
