@@ -133,6 +133,10 @@ class AgentControl(abc.ABC):
     def suspend_requested(self) -> bool:
         return self._suspend_reason is not None
 
+    @property
+    def suspend_reason(self) -> str | None:
+        return self._suspend_reason
+
     def add_label(self, label: str) -> int:
         """An outside checkpoint at the current end of the journal; returns its position."""
         position = len(self.journal)

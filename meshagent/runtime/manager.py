@@ -89,6 +89,8 @@ class _Record:
     outcome: Outcome | None = None
     waiting: str | None = None
     """``sleeping`` or ``joining`` while the agent waits without its slot."""
+    slot_wait: trio.CancelScope | None = None
+    """While the agent waits for a slot: cancelled by a stop request (it need not run to stop)."""
     terminal: threading.Event = field(default_factory=threading.Event)
 
 
@@ -147,7 +149,7 @@ class AgentManager:
                 self._closing = True
                 for rec in self._records.values():
                     if rec.active:
-                        rec.agent.request_suspend(_SHUTDOWN)
+                        self._stop(rec, _SHUTDOWN)
 
     async def _tick_epochs(self) -> None:
         """Keep the engines' epochs on the clock: Stores past their agent's wall-clock deadline trap."""
@@ -281,14 +283,17 @@ class AgentManager:
 
     async def _drive(self, rec: _Record) -> None:
         agent = rec.agent
-        await self._slots.acquire(agent.agent_id, rec.owner)
-        agent.deadline = time.monotonic() + self.limits.wall_clock_s
-        try:
-            outcome = await trio.to_thread.run_sync(agent.run, limiter=self._threads)
-        finally:
-            agent.deadline = None
-            if self._slots.holds(agent.agent_id):
-                self._slots.release(agent.agent_id)
+        if await self._wait_for_slot(rec):
+            agent.deadline = time.monotonic() + self.limits.wall_clock_s
+            try:
+                outcome = await trio.to_thread.run_sync(agent.run, limiter=self._threads)
+            finally:
+                agent.deadline = None
+                if self._slots.holds(agent.agent_id):
+                    self._slots.release(agent.agent_id)
+        else:  # stopped while it waited for a slot: it stops where it stood, never having run
+            agent.status = "suspended"
+            outcome = agent.outcome()
         if rec.killed:
             agent.status = "killed"
             outcome = replace(outcome, status="killed")
@@ -307,6 +312,24 @@ class AgentManager:
         if outcome.status in ("exited", "failed", "killed", "idle"):
             rec.terminal.set()
         self._pulse()
+
+    async def _wait_for_slot(self, rec: _Record) -> bool:
+        """Take a slot for the agent; ``False`` if a stop request came first (see :meth:`_stop`)."""
+        if rec.agent.suspend_requested:
+            return False
+        with trio.CancelScope() as scope:
+            rec.slot_wait = scope
+            try:
+                await self._slots.acquire(rec.agent.agent_id, rec.owner)
+            finally:
+                rec.slot_wait = None
+        return not scope.cancelled_caught
+
+    def _stop(self, rec: _Record, reason: str) -> None:
+        """Ask the agent to stop at its next host call, or at once if it is waiting for a slot."""
+        rec.agent.request_suspend(reason)
+        if rec.slot_wait is not None:
+            rec.slot_wait.cancel()
 
     async def changed(self) -> None:
         """Return at the next change of any agent's state (for supervisors' wait loops)."""
@@ -348,7 +371,10 @@ class AgentManager:
 
     @contextlib.contextmanager
     def _without_slot(self, agent: Agent, why: str) -> Iterator[None]:
-        """Give the agent's slot back for the block (called on its worker thread), then wait for one again."""
+        """Give the agent's slot back for the block (called on its worker thread), then wait for one again.
+
+        An agent that leaves the block by an exception is ending (stopped, out of time): it unwinds
+        without a slot. One stopped while it waits for its slot again ends with :class:`Suspend`."""
         rec = self._records[agent.agent_id]
         trio.from_thread.run_sync(self._slots.release, agent.agent_id)
         rec.waiting = why
@@ -356,7 +382,8 @@ class AgentManager:
             yield
         finally:
             rec.waiting = None
-            trio.from_thread.run(self._slots.acquire, agent.agent_id, rec.owner)
+        if not trio.from_thread.run(self._wait_for_slot, rec):
+            raise Suspend(agent.suspend_reason or "stopped while waiting for a slot")
 
     def entry_added(self, agent: Agent, index: int, entry: Entry) -> None:
         if self._store is not None:
@@ -462,7 +489,7 @@ class AgentManager:
         """Stop the agent at its next host call; return its snapshot (the migration hook)."""
         rec = self._record(agent_id)
         if rec.active:
-            rec.agent.request_suspend(reason)
+            self._stop(rec, reason)
             while rec.active:
                 await self._changed.wait()
         if rec.agent.status == "suspended" and self._store is not None:
@@ -482,7 +509,7 @@ class AgentManager:
     def suspend_all(self, reason: str = "suspended by the node") -> None:
         for rec in self._records.values():
             if rec.active:
-                rec.agent.request_suspend(reason)
+                self._stop(rec, reason)
 
     async def resume(self, agent_id: str) -> None:
         rec = self._record(agent_id)
@@ -500,7 +527,7 @@ class AgentManager:
         rec = self._record(agent_id)
         rec.killed = True
         if rec.active:
-            rec.agent.request_suspend("killed")
+            self._stop(rec, "killed")
             while rec.active:
                 await self._changed.wait()
         else:

@@ -102,3 +102,38 @@ def test_sleeping_agents_do_not_keep_an_agent_run_from_a_slot(tmp_path, programs
         assert node.call("slots")["sleeping"] == 0 and node.proc.poll() is None
     finally:
         node.stop()
+
+
+def test_a_strangers_agents_run_within_its_slot_quota_on_the_node_that_adopted_them(tmp_path, programs):
+    """A stranger (an unpaired node) sends three agents that spin for ever (with a host call now and
+    then, where a kill stops them) to the node that wins their large-model step. There they run under the stranger's quota — one slot at a time, the
+    others waiting — and the node's own agent run gets the slot kept for its owner and ends."""
+    hostile, steps = programs
+    for profile in ("phone", "gpu"):
+        write_device_config(tmp_path / profile, profile, MODEL_CACHE)
+    with (tmp_path / "gpu" / "config.toml").open("a") as config:
+        config.write("\n[sandbox]\nmax_instances = 3\nreserved_slots = 1\nowner_slots = 1\nfuel = 100000000000000\n")
+    stranger = NodeProcess(tmp_path / "phone", "--profile", "phone", name="stranger").start()
+    node = NodeProcess(tmp_path / "gpu", "--profile", "gpu", "--bootstrap", stranger.addrs[0], name="gpu").start()
+    try:
+        _until(lambda: node.peer_id in stranger.peers() and stranger.peer_id in node.peers(), "the nodes see each other")
+        sent = [stranger.call("run", {"module_path": str(hostile), "args": ["hostile", "large_then_spin"], "privacy": "any",
+                                      "wait": False})["agent_id"] for _ in range(3)]
+
+        def adopted() -> dict[str, dict]:
+            return {a["agent_id"]: a for a in node.call("agents")["agents"] if a["agent_id"] in sent}
+
+        _until(lambda: len(adopted()) == 3 and node.call("slots")["waiting"] == 2, "three adopted agents, two waiting", 300)
+        slots = node.call("slots")
+        assert slots["owners"] == {stranger.peer_id: 1} and slots["foreign_busy"] == 1 == slots["busy"], slots
+        assert all(a["owner"] == stranger.peer_id for a in adopted().values())
+        run = node.call("run", {"module_path": str(steps), "args": ["steps", "2", "20", "own"], "privacy": "private"},
+                        timeout=300)
+        assert run["agents"][0]["status"] == "exited", run
+        assert sorted(a["slot"] for a in adopted().values()) == ["running", "waiting", "waiting"]  # still held back
+        for agent_id in sent:
+            assert node.call("kill", {"agent_id": agent_id})["status"] == "killed"
+        assert node.proc.poll() is None and stranger.proc.poll() is None
+    finally:
+        node.stop()
+        stranger.stop()

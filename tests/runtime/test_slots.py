@@ -100,8 +100,9 @@ async def test_other_owners_agents_run_within_their_quotas_and_leave_a_slot_to_t
             outcome = await manager.wait(own)  # the reserved slot: it ends while every stranger is still held up
             assert outcome.status == "exited" and not services.gate.is_set()
             assert all(manager.is_active(a) for a in strangers)
+            assert (await manager.kill("a3")).status == "killed"  # waiting for a slot: stopped without one
             services.gate.set()
             for agent_id in strangers:
-                assert (await manager.wait(agent_id)).status == "exited"
+                assert (await manager.wait(agent_id)).status == ("killed" if agent_id == "a3" else "exited")
             assert manager.slots()["busy"] == 0 and manager.slots()["owners"] == {}
             nursery.cancel_scope.cancel()

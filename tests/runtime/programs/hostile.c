@@ -17,6 +17,7 @@ WASI("args_get") int32_t raw_args_get(int32_t, int32_t);
 WASI("path_open") int32_t raw_path_open(int32_t, int32_t, int32_t, int32_t, int32_t, int64_t, int64_t, int32_t, int32_t);
 WASI("fd_readdir") int32_t raw_fd_readdir(int32_t, int32_t, int32_t, int64_t, int32_t);
 WASI("poll_oneoff") int32_t raw_poll_oneoff(int32_t, int32_t, int32_t, int32_t);
+WASI("sched_yield") int32_t raw_sched_yield(void);
 
 #define BAD ((int32_t)0xFFFFFFF0)
 #define HUGE 0x7FFFFFF0
@@ -88,6 +89,13 @@ int main(int argc, char **argv) {
     if (!strcmp(what, "set_size") || !strcmp(what, "pwrite_far") || !strcmp(what, "seek_write") ||
         !strcmp(what, "iov_flood")) return file_attacks(what);
     if (!strcmp(what, "sleep")) { for (;;) sleep(30); }
+    if (!strcmp(what, "large_then_spin")) {  /* a step only a large model takes (placement moves it), then spin */
+        const char *opts = "model=size>=large;privacy=any;max_tokens=4";
+        mesh_llm_options(opts, (int32_t)strlen(opts));
+        char out[64];
+        mesh_llm("hello", 5, out, sizeof out);
+        for (;;) { for (int i = 0; i < 10000000; i++) sink++; raw_sched_yield(); }  /* a host call now and then */
+    }
     if (!strcmp(what, "log_flood")) {  /* forged records, terminal escapes, one huge line, many lines */
         static char line[100000];
         memset(line, 'A', sizeof line);
