@@ -18,13 +18,10 @@ Nothing starts in ``__init__``; start :meth:`run` in a nursery.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import threading
 import time
-from functools import partial
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 
 import trio
 
@@ -32,14 +29,15 @@ from meshagent.config import SandboxLimits
 from meshagent.errors import AgentError, AgentNotFound
 from meshagent.node.store import NodeStore
 from meshagent.runtime.ids import AgentId, new_agent_id
-from meshagent.runtime.journal import Entry, Journal
+from meshagent.runtime.journal import Journal
 from meshagent.runtime.modules import EPOCH_TICK_S, LoadedModule, ModuleCache, advance_epochs
 from meshagent.runtime.outcome import Outcome
 from meshagent.runtime.sandbox import KNOWN_IMPORTS, Agent
-from meshagent.runtime.services import HostServices, RollbackAware, Suspend, World
+from meshagent.runtime.services import HostServices, Suspend, World
 from meshagent.runtime.component_agent import ComponentAgent
 from meshagent.runtime.components import ComponentCache, is_component
 from meshagent.runtime.slots import Slots
+from meshagent.runtime.supervision import AgentInfo, Supervision, AgentRecord
 from meshagent.runtime.snapshot import AgentSnapshot
 from meshagent.runtime.tools.runtime import ToolRuntime, default_tool_runtime, manifest_of
 from meshagent.runtime.tools.store import default_build_dir, resolve_tools
@@ -50,51 +48,9 @@ __all__ = ["AgentManager", "AgentInfo"]
 log = logging.getLogger(__name__)
 
 _SHUTDOWN = "node shutting down"
-_SLOT_RELEASE_S = 0.01
-"""Sleeps at least this long give the agent's slot back (shorter ones are not worth the round trip)."""
 
 
-@dataclass(frozen=True, slots=True)
-class AgentInfo:
-    agent_id: str
-    parent_id: str | None
-    status: str
-    host_calls: int
-    exit_code: int | None
-    error: str | None
-    module_sha256: str
-    slot: str | None = None
-    """While the agent is active: ``running`` (it holds a slot), ``sleeping``, ``joining`` or ``waiting`` (for a slot)."""
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "agent_id": self.agent_id,
-            "parent_id": self.parent_id,
-            "status": self.status,
-            "host_calls": self.host_calls,
-            "exit_code": self.exit_code,
-            "error": self.error,
-            "module_sha256": self.module_sha256,
-            "slot": self.slot,
-        }
-
-
-@dataclass(slots=True)
-class _Record:
-    agent: Agent
-    owner: str | None = None
-    """The other owner whose slot quota the agent runs under (``None``: this node's own)."""
-    active: bool = False
-    killed: bool = False
-    outcome: Outcome | None = None
-    waiting: str | None = None
-    """``sleeping`` or ``joining`` while the agent waits without its slot."""
-    slot_wait: trio.CancelScope | None = None
-    """While the agent waits for a slot: cancelled by a stop request (it need not run to stop)."""
-    terminal: threading.Event = field(default_factory=threading.Event)
-
-
-class AgentManager:
+class AgentManager(Supervision):
     """Runs agents, forks and joins them, persists and restores them."""
 
     def __init__(
@@ -126,7 +82,7 @@ class AgentManager:
         self._components: ComponentCache | None = None
         """Compiled WASI tools and the tool store, shared by this manager's agents."""
         self._quota_of = quota_of
-        self._records: dict[str, _Record] = {}
+        self._records: dict[str, AgentRecord] = {}
         self._slots = Slots(self.limits)
         self._threads = trio.CapacityLimiter(1024)
         self._nursery: trio.Nursery | None = None
@@ -251,7 +207,7 @@ class AgentManager:
             owner = await trio.to_thread.run_sync(self._quota_of, agent.agent_id)
         else:
             owner = None
-        rec = _Record(agent, owner)
+        rec = AgentRecord(agent, owner)
         self._records[agent.agent_id] = rec
         if persist and self._store is not None:
             full = replace(snapshot, module=agent.loaded.wasm, status="running")
@@ -275,13 +231,13 @@ class AgentManager:
             self._components = ComponentCache(self.modules.engine, self.modules.cache_dir)
         return self._components
 
-    def _launch(self, rec: _Record) -> None:
+    def _launch(self, rec: AgentRecord) -> None:
         assert self._nursery is not None
         rec.active = True
         rec.agent.status = "running"
         self._nursery.start_soon(self._drive, rec)
 
-    async def _drive(self, rec: _Record) -> None:
+    async def _drive(self, rec: AgentRecord) -> None:
         agent = rec.agent
         if await self._wait_for_slot(rec):
             agent.deadline = time.monotonic() + self.limits.wall_clock_s
@@ -313,24 +269,6 @@ class AgentManager:
             rec.terminal.set()
         self._pulse()
 
-    async def _wait_for_slot(self, rec: _Record) -> bool:
-        """Take a slot for the agent; ``False`` if a stop request came first (see :meth:`_stop`)."""
-        if rec.agent.suspend_requested:
-            return False
-        with trio.CancelScope() as scope:
-            rec.slot_wait = scope
-            try:
-                await self._slots.acquire(rec.agent.agent_id, rec.owner)
-            finally:
-                rec.slot_wait = None
-        return not scope.cancelled_caught
-
-    def _stop(self, rec: _Record, reason: str) -> None:
-        """Ask the agent to stop at its next host call, or at once if it is waiting for a slot."""
-        rec.agent.request_suspend(reason)
-        if rec.slot_wait is not None:
-            rec.slot_wait.cancel()
-
     async def changed(self) -> None:
         """Return at the next change of any agent's state (for supervisors' wait loops)."""
         await self._changed.wait()
@@ -339,68 +277,9 @@ class AgentManager:
         self._changed.set()
         self._changed = trio.Event()
 
-    # --- hooks called by agents on their worker threads ------------------------
-
-    def spawn(self, parent: Agent, children: Sequence[AgentSnapshot]) -> None:
-        for child in children:
-            trio.from_thread.run(partial(self.start, child, loaded=parent.loaded))
-
-    def join(self, parent: Agent, child_id: str) -> bytes:
-        if child_id not in self._records and self._remote_result is None:
-            raise AgentNotFound(f"mesh_join: child {child_id} is not on this node")
-        with self._without_slot(parent, "joining"):
-            while True:
-                rec = self._records.get(child_id)
-                if rec is None:  # handed over to another node (see forget)
-                    if self._remote_result is None:
-                        raise AgentNotFound(f"mesh_join: child {child_id} left this node")
-                    return trio.from_thread.run(self._remote_result, child_id)
-                if rec.terminal.wait(0.05):
-                    assert rec.outcome is not None
-                    return rec.outcome.stdout
-                if parent.suspend_requested:
-                    raise Suspend(f"suspended while joining child {child_id}")
-                parent.check_deadline()
-
-    def sleep(self, agent: Agent, seconds: float) -> None:
-        if seconds < _SLOT_RELEASE_S:
-            agent.doze(seconds)
-            return
-        with self._without_slot(agent, "sleeping"):
-            agent.doze(seconds)
-
-    @contextlib.contextmanager
-    def _without_slot(self, agent: Agent, why: str) -> Iterator[None]:
-        """Give the agent's slot back for the block (called on its worker thread), then wait for one again.
-
-        An agent that leaves the block by an exception is ending (stopped, out of time): it unwinds
-        without a slot. One stopped while it waits for its slot again ends with :class:`Suspend`."""
-        rec = self._records[agent.agent_id]
-        trio.from_thread.run_sync(self._slots.release, agent.agent_id)
-        rec.waiting = why
-        try:
-            yield
-        finally:
-            rec.waiting = None
-        if not trio.from_thread.run(self._wait_for_slot, rec):
-            raise Suspend(agent.suspend_reason or "stopped while waiting for a slot")
-
-    def entry_added(self, agent: Agent, index: int, entry: Entry) -> None:
-        if self._store is not None:
-            self._store.append_entry(agent.agent_id, index, entry)
-
-    def truncated(self, agent: Agent, length: int) -> None:
-        if self._store is not None:
-            self._store.truncate(agent.agent_id, length, rollbacks=agent.rollbacks, labels=agent.labels)
-        if isinstance(self._services, RollbackAware):
-            # The conversation forgets the discarded LLM steps too: a replay of this agent on
-            # another node never sees them, so the answers must not depend on them here either.
-            steps = sum(1 for e in agent.journal if e.name == "llm" and e.ret is not None and e.ret >= 0)
-            self._services.rolled_back(agent.agent_id, steps)
-
     # --- queries and control --------------------------------------------------------
 
-    def _record(self, agent_id: str) -> _Record:
+    def _record(self, agent_id: str) -> AgentRecord:
         rec = self._records.get(agent_id)
         if rec is None:
             raise AgentNotFound(f"no agent {agent_id!r} on this node (see `meshagent agents`)")

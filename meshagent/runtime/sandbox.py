@@ -21,7 +21,6 @@ All methods block; the supervisor runs agents on worker threads.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import time
 from collections.abc import Callable
@@ -49,6 +48,7 @@ from meshagent.runtime.guest_memory import GuestMemory
 from meshagent.runtime.hooks import AgentHooks, StandaloneHooks
 from meshagent.runtime.host_state import HostState
 from meshagent.runtime.ids import new_agent_id
+from meshagent.runtime.images import capture_image, restore_image
 from meshagent.runtime.journal import Entry, Journal, digest
 from meshagent.runtime.mesh_abi import MESH_NAMES, Rollback, mesh_functions
 from meshagent.runtime.modules import LoadedModule, ModuleCache, epoch_ticks
@@ -412,7 +412,9 @@ class Agent(AgentControl):
         self.state = HostState()
         started = time.perf_counter()
         if self.image is not None:
-            self._restore_image(self.image)
+            restore_image(store, memory, instance, self.loaded.global_exports or (), self.image)
+            self._pos = self.image.position
+            self.state = HostState.from_wire(self.image.host.to_wire())
         imaged = time.perf_counter()
         if self.style == "reactor":
             self._replay_invocations()
@@ -422,32 +424,6 @@ class Agent(AgentControl):
             image_position=self.image.position if self.image is not None else 0,
             replayed_calls=len(self.journal) - (self.image.position if self.image is not None else 0),
         )
-
-    def _restore_image(self, image: MemoryImage) -> None:
-        assert self._store is not None and self._memory is not None and self._instance is not None
-        store, memory = self._store, self._memory
-        size = memory.data_len(store)
-        if image.memory_size < size:
-            raise JournalError("the memory image is smaller than the module's initial memory")
-        if image.memory_size > size:
-            page = 1 << 16
-            try:
-                memory.grow(store, (image.memory_size - size) // page)
-            except wasmtime.WasmtimeError as exc:
-                raise MemoryLimitExceeded(f"the memory image ({image.memory_size} bytes) exceeds this node's memory limit") from exc
-        base = ctypes.addressof(memory.data_ptr(store).contents)
-        ctypes.memset(base, 0, size)  # data segments; pages grown above are zero already
-        for index, data in image.pages:
-            ctypes.memmove(base + index * (1 << 16), data, len(data))
-        exports = self._instance.exports(store)
-        known = self.loaded.global_exports or ()
-        for name, value in image.globals:
-            glob = exports[name] if name in known else None
-            if not isinstance(glob, wasmtime.Global):
-                raise JournalError(f"the memory image sets a global {name!r} that the module does not have")
-            glob.set_value(store, value)
-        self._pos = image.position
-        self.state = HostState.from_wire(image.host.to_wire())
 
     def _replay_invocations(self) -> None:
         while self._pos < len(self.journal):
@@ -469,16 +445,7 @@ class Agent(AgentControl):
 
     def _capture(self) -> MemoryImage:
         assert self._store is not None and self._memory is not None and self._instance is not None
-        store = self._store
-        size = self._memory.data_len(store)
-        raw = (ctypes.c_ubyte * size).from_address(ctypes.addressof(self._memory.data_ptr(store).contents))
-        exports = self._instance.exports(store)
-        values: list[tuple[str, int | float]] = []
-        for name in self.loaded.global_exports or ():
-            glob = exports[name]
-            assert isinstance(glob, wasmtime.Global)
-            values.append((name, glob.value(store)))
-        return MemoryImage.capture(self._pos, raw, tuple(values), self.state)
+        return capture_image(self._store, self._memory, self._instance, self.loaded.global_exports or (), self._pos, self.state)
 
     def _wrap(self, fn: Callable[..., int | None], returns: bool) -> Callable[..., int | None]:
         default = 0 if returns else None

@@ -40,7 +40,7 @@ from meshagent.runtime.tools.runtime import ToolRuntime
 from meshagent.runtime.tools.sections import with_custom_section
 from meshagent.runtime.tools.spec import MANIFEST_SECTION, ToolManifest, ToolSpec
 from meshagent.runtime.tools.store import TOOL_FLAGS
-from meshagent.runtime.vfs import MAX_VFS_BYTES, FileView, Overlay, VirtualFs
+from meshagent.runtime.vfs import FileView, Overlay, VirtualFs
 from tests.conftest import ROOT
 from tests.runtime.conftest import BUILD_CACHE, PROGRAMS
 from tests.runtime.fakes import ScriptedLlm
