@@ -247,15 +247,20 @@ def test_a_wasi_tools_fuel_is_paid_by_its_agent(modules: ModuleCache) -> None:
     assert not spin or int(spin[0]["fuel"]) < 300_000_000  # type: ignore[call-overload]
 
 
-def test_host_work_is_paid_from_the_agents_fuel(modules: ModuleCache) -> None:
+@pytest.mark.parametrize("work, text, what", [
+    # 20 searches of 1 MiB at 17 fuel a byte: about 360 M fuel.
+    ('fs.search={"pattern":"zzz"}', b"0123456789abcde\n" * (1 << 16), "fs.search"),
+    # 20 embedding searches of 80 chunks of about 320 bytes, at 1 M + 10 k a byte each: about 7 G fuel.
+    ('embed.search={"query":"x"}', b"0123456789abcdefghi\n" * 1600, "embed.search"),
+])
+def test_host_work_is_paid_from_the_agents_fuel(modules: ModuleCache, work: str, text: bytes, what: str) -> None:
     base = build_cached(PROGRAMS / "tooluser.c", BUILD_CACHE).read_bytes()
-    files_ = VirtualFs({"big.txt": b"0123456789abcde\n" * (1 << 16)})  # 1 MiB of text
-    reads = ['fs.search={"pattern":"zzz"}'] * 20
-    cheap = run_tooluser(modules, SandboxLimits(fuel=2_000_000_000), base, {}, *reads, vfs=files_).outcome()
-    assert cheap.status == "exited" and len(answers(cheap.stdout)) == 20
-    # 20 searches of 1 MiB at 17 fuel a byte are about 360 M fuel: more than this agent has.
-    poor = run_tooluser(modules, SandboxLimits(fuel=200_000_000), base, {}, *reads, vfs=files_).outcome()
-    assert poor.status == "failed" and "host work (fs.search)" in str(poor.error), poor.error_message
+    files_ = VirtualFs({"big.txt": text})
+    calls = [work] * 20
+    rich = run_tooluser(modules, SandboxLimits(fuel=20_000_000_000), base, {}, *calls, vfs=files_).outcome()
+    assert rich.status == "exited" and [a["ok"] for a in answers(rich.stdout)] == [True] * 20, rich.error_message
+    poor = run_tooluser(modules, SandboxLimits(fuel=200_000_000), base, {}, *calls, vfs=files_).outcome()
+    assert poor.status == "failed" and f"host work ({what})" in str(poor.error), poor.error_message
 
 
 # --- fs.search: one deadline per call -----------------------------------------------------------------
