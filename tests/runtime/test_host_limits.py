@@ -36,6 +36,7 @@ from meshagent.runtime.modules import ModuleCache, sha256_hex
 from meshagent.runtime.sandbox import Agent
 from meshagent.runtime.tools import files
 from meshagent.runtime.tools.files import FILE_TOOLS, ToolArgsError, fs_search
+from meshagent.runtime.tools.node_tools import NodeTools
 from meshagent.runtime.tools.runtime import ToolRuntime
 from meshagent.runtime.tools.sections import with_custom_section
 from meshagent.runtime.tools.spec import MANIFEST_SECTION, ToolManifest, ToolSpec
@@ -261,6 +262,16 @@ def test_host_work_is_paid_from_the_agents_fuel(modules: ModuleCache, work: str,
     assert rich.status == "exited" and [a["ok"] for a in answers(rich.stdout)] == [True] * 20, rich.error_message
     poor = run_tooluser(modules, SandboxLimits(fuel=200_000_000), base, {}, *calls, vfs=files_).outcome()
     assert poor.status == "failed" and f"host work ({what})" in str(poor.error), poor.error_message
+
+
+def test_the_nodes_own_tools_are_paid_by_the_calling_agent() -> None:
+    node_tools = NodeTools(ToolRuntime.create(), BUILD_CACHE)
+    args = json.dumps({"args": ["-m", "x.txt"], "files": {"x.txt": "a\nb\n"}}).encode()
+    rich = Meter(10**9, tool_memory_bytes=8 << 20, tool_fuel=10**9)
+    assert json.loads(node_tools.call("agent", "lines", args, rich))["ok"] is True and 0 < rich.used < rich.budget
+    poor = Meter(5_000, tool_memory_bytes=8 << 20, tool_fuel=10**9)  # less than the run needs
+    answer = json.loads(node_tools.call("agent", "lines", args, poor))
+    assert answer["ok"] is False and str(answer["error"]).startswith("CpuLimitExceeded") and poor.used == poor.budget
 
 
 # --- fs.search: one deadline per call -----------------------------------------------------------------
