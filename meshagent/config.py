@@ -10,6 +10,7 @@ so copying a config file to another device never copies who a node is.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
@@ -111,7 +112,23 @@ class SandboxLimits:
     journal_bytes: int = 64 << 20
     """Encoded size of the journal (host calls with their answers)."""
     max_instances: int = 4
-    """Agents running at once on this node (worker threads); a parent waiting in mesh_join frees its slot."""
+    """Agents running at once on this node (execution slots); a parent waiting in mesh_join and an
+    agent sleeping in poll_oneoff free their slot."""
+    reserved_slots: int = 1
+    """Slots kept for the agents of this node and its paired devices: agents of other owners
+    (adopted from strangers) share the other ``max_instances - reserved_slots`` (at least one)."""
+    owner_slots: int = 2
+    """Slots the agents of one other owner may hold at once."""
+    wall_clock_s: float = 3600.0
+    """Longest an agent may run on this node at a stretch (sleeps and joins included), in seconds."""
+    files_bytes: int = 64 << 20
+    """The agent's files: its ``--dir`` copy plus everything it writes (at most 64 MiB)."""
+    tool_memory_bytes: int = 256 << 20
+    """Linear memory of one WASI tool run, whatever the agent's manifest asks for."""
+    tool_fuel: int = 5_000_000_000
+    """Fuel of one WASI tool run, whatever the manifest asks for; paid from the agent's own fuel."""
+    log_bytes: int = 64 << 10
+    """What one agent may write to the node's operator log through mesh_log (escaped; lines of at most 1,000 characters)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +226,22 @@ def load_config(path: Path | None) -> Config:
             raise ConfigError(f"{path}: [node] {key} must be above {least:g}, not {value}")
     if not node.report_grace_s >= 0:
         raise ConfigError(f"{path}: [node] report_grace_s must not be negative, not {node.report_grace_s}")
+    _check_sandbox(config.sandbox, path)
     if config.net.sealing_suite not in SEALING_SUITES:
         raise ConfigError(f"{path}: [net] sealing_suite must be one of {', '.join(SEALING_SUITES)}")
     return config
+
+
+def _check_sandbox(limits: SandboxLimits, path: Path) -> None:
+    for key in ("fuel", "memory_bytes", "table_elements", "stack_bytes", "output_bytes", "journal_bytes", "max_instances",
+                "owner_slots", "files_bytes", "tool_memory_bytes", "tool_fuel"):
+        value = getattr(limits, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"{path}: [sandbox] {key} must be a positive integer, not {value!r}")
+    for key in ("reserved_slots", "log_bytes"):
+        value = getattr(limits, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"{path}: [sandbox] {key} must be an integer of at least 0, not {value!r}")
+    wall = limits.wall_clock_s
+    if not isinstance(wall, (int, float)) or isinstance(wall, bool) or not (math.isfinite(wall) and wall > 0):
+        raise ConfigError(f"{path}: [sandbox] wall_clock_s must be a positive number of seconds, not {wall!r}")

@@ -39,6 +39,7 @@ __all__ = [
     "StackLimitExceeded",
     "OutputLimitExceeded",
     "JournalLimitExceeded",
+    "WallClockLimitExceeded",
     "GuestMemoryError",
     "AgentTrap",
     "AgentExit",
@@ -167,6 +168,10 @@ class OutputLimitExceeded(LimitExceeded):
 
 class JournalLimitExceeded(LimitExceeded):
     """The agent's journal grew past its limit."""
+
+
+class WallClockLimitExceeded(LimitExceeded):
+    """The agent ran (sleeps and joins included) for longer than the node lets one agent run at a stretch."""
 
 
 class GuestMemoryError(AgentError):

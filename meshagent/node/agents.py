@@ -131,6 +131,7 @@ class NodeAgents:
             store=self.store,
             remote_result=self.remote_stdout,
             tools=ToolRuntime.create(data_dir / "tools"),
+            quota_of=self._slot_owner,
         )
         self.handoff: Any = None
         """The node's HandoffManager (set by the node before :meth:`run`)."""
@@ -192,6 +193,11 @@ class NodeAgents:
 
     def _owner_device(self, owner: str) -> bool:
         return owner == self._host.peer_id or owner in self._trust
+
+    def _slot_owner(self, agent_id: str) -> str | None:
+        """The runtime's slot quota key: ``None`` for agents of this node and its paired devices, else their owner."""
+        owner = self.meta(agent_id).owner
+        return None if self._owner_device(owner) else owner
 
     def _tool_needs(self, agent_id: str) -> ToolNeeds:
         """What the agent's declared WASI tools need from the node that hosts it."""

@@ -40,6 +40,8 @@ from meshagent.inference.engine import GenerateOptions, LlmEngine, SessionId
 from meshagent.node.models import NodeModels
 from meshagent.protocol.advert import ModelAd
 from meshagent.protocol.auction import ModelRequirement, best_model
+from meshagent.config import SandboxLimits
+from meshagent.runtime.costs import Meter
 from meshagent.runtime.services import LlmOptions
 from meshagent.runtime.tools.node_tools import NodeTools
 
@@ -111,6 +113,8 @@ class _Conversation:
     text: str = ""
     """Prompts and answers this session holds, in order (for prefix reuse once the agent ends)."""
 
+
+DEFAULT_LIMITS: Final = SandboxLimits()
 
 _RETIRED: Final = 8
 """Sessions of finished agents kept per node for prefix reuse (least recently retired dropped first)."""
@@ -301,8 +305,14 @@ class NodeServices:
             raise InferenceError(f"embedding failed: {exc}") from exc
 
     def tool(self, agent_id: str, name: str, args: bytes) -> bytes:
-        """Tools the agent's own registry does not know: the node's tools (shipped WASI tools, inline files)."""
-        return self._node_tools.call(agent_id, name, args)
+        """Tools the agent's own registry does not know: the node's tools (shipped WASI tools, inline files),
+        within the node's default tool caps (the runtime calls :meth:`tool_metered` instead)."""
+        return self.tool_metered(agent_id, name, args, Meter(DEFAULT_LIMITS.fuel, tool_memory_bytes=DEFAULT_LIMITS.tool_memory_bytes,
+                                                             tool_fuel=DEFAULT_LIMITS.tool_fuel))
+
+    def tool_metered(self, agent_id: str, name: str, args: bytes, meter: Meter) -> bytes:
+        """MeteredTools: a node tool's run is charged to the calling agent's meter (its fuel pays for it)."""
+        return self._node_tools.call(agent_id, name, args, meter)
 
     def fork(self, parent_id: str, child_ids: Sequence[str]) -> None:
         """Children continue the parent's conversations, sharing the KV prefix (llama.cpp sequence copy)."""

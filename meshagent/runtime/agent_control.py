@@ -11,17 +11,26 @@ from __future__ import annotations
 
 import abc
 
+import time
+from typing import Final
+
 from meshagent.config import SandboxLimits
 from meshagent.errors import CheckpointNotFound, MeshError
+from meshagent.runtime.agent_log import OperatorLog
+from meshagent.runtime.costs import Meter
 from meshagent.runtime.host_state import HostState
 from meshagent.runtime.journal import REALTIME, Journal, last_clock_reading
 from meshagent.runtime.mesh_abi import Rollback
 from meshagent.runtime.outcome import Outcome
-from meshagent.runtime.services import Suspend
+from meshagent.runtime.services import Suspend, World
 from meshagent.runtime.snapshot import AgentSnapshot
+from meshagent.runtime.traps import wall_clock_exceeded
 from meshagent.runtime.vfs import FileView, VirtualFs
 
-__all__ = ["AgentControl"]
+__all__ = ["AgentControl", "DOZE_SLICE_S"]
+
+DOZE_SLICE_S: Final = 0.25
+"""A sleeping agent looks at the node's requests (suspend, kill) and its deadline this often."""
 
 
 class AgentControl(abc.ABC):
@@ -48,6 +57,10 @@ class AgentControl(abc.ABC):
     state: HostState
     suspend_at: int | None
     """Suspend before the live host call that would make the journal this long (tests, benchmarks)."""
+    deadline: float | None = None
+    """``time.monotonic()`` past which the agent may not run (its wall-clock limit); set by its supervisor."""
+    world: World
+    operator_log: OperatorLog
     _pos: int
     _error: MeshError | None
     _suspend_reason: str | None
@@ -107,7 +120,7 @@ class AgentControl(abc.ABC):
     @property
     def fs(self) -> FileView:
         """The agent's files at this point of its run: the snapshot's files plus its writes so far."""
-        return FileView(self.vfs, self.state.written)
+        return FileView(self.vfs, self.state.written, limit=self.limits.files_bytes)
 
     def request_suspend(self, reason: str = "suspended by the node") -> None:
         """Stop at the next live host call (thread-safe); ``run`` then returns a suspended outcome."""
@@ -119,6 +132,10 @@ class AgentControl(abc.ABC):
     @property
     def suspend_requested(self) -> bool:
         return self._suspend_reason is not None
+
+    @property
+    def suspend_reason(self) -> str | None:
+        return self._suspend_reason
 
     def add_label(self, label: str) -> int:
         """An outside checkpoint at the current end of the journal; returns its position."""
@@ -152,10 +169,47 @@ class AgentControl(abc.ABC):
     def _apply_rollback(self, rb: Rollback) -> None:
         """Truncate to the rollback's position and restart from there (each kind of agent its own way)."""
 
+    def check_deadline(self) -> None:
+        """Raise :class:`WallClockLimitExceeded` once the agent's wall-clock limit has passed."""
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            raise wall_clock_exceeded(self.limits)
+
+    def doze(self, seconds: float) -> None:
+        """Sleep ``seconds`` for the agent, in slices: a suspend request (or a kill) cuts the sleep short
+        (:class:`Suspend`, before the call is journaled), and the wall-clock limit ends it."""
+        left = seconds
+        while True:
+            if self._suspend_reason is not None:
+                raise Suspend(self._suspend_reason)
+            self.check_deadline()
+            if left <= 0:
+                return
+            step = min(left, DOZE_SLICE_S)
+            if self.deadline is not None:
+                step = min(step, max(0.0, self.deadline - time.monotonic()) + 0.001)
+            self.world.sleep(step)
+            left -= step
+
+    def meter(self) -> Meter:
+        """A meter for the host work of one call, against the fuel the agent has left now."""
+        return Meter(self.fuel_left(), tool_memory_bytes=self.limits.tool_memory_bytes, tool_fuel=self.limits.tool_fuel,
+                     deadline=self.deadline, fuel_limit=self.limits.fuel)
+
+    @abc.abstractmethod
+    def fuel_left(self) -> int:
+        """Fuel the agent has left, inside a host call."""
+
+    @abc.abstractmethod
+    def charge(self, units: int, what: str) -> None:
+        """Take ``units`` of fuel for host work done for the agent, inside a host call
+        (:class:`~meshagent.errors.CpuLimitExceeded` when it has less left)."""
+
     def _before_live(self) -> None:
-        """Act on the node's requests before a live host call: raise :class:`Suspend` or the :class:`Rollback`."""
+        """Act on the node's requests before a live host call: raise :class:`Suspend` or the :class:`Rollback`;
+        past the agent's wall-clock limit, raise :class:`WallClockLimitExceeded`."""
         if self._suspend_reason is not None:
             raise Suspend(self._suspend_reason)
+        self.check_deadline()
         if self.suspend_at is not None and len(self.journal) >= self.suspend_at:
             self.suspend_at = None
             raise Suspend(f"suspended at host call {len(self.journal)} as requested")

@@ -21,7 +21,9 @@ Restore = fresh instance + replay, so checkpoint/rollback work as for C agents
 (rollback truncates the journal and re-executes to the checkpoint), and so does fork:
 child *i* is this agent's snapshot whose journal ends with the fork answer *i*; it
 replays to the fork and goes on (under an agent manager, which runs the children).
-Limits: fuel and linear memory.
+Limits: fuel and linear memory, the wall-clock limit (checked at host calls and, for guest code, by the
+Store's epoch deadline), and host work paid from the agent's fuel as for C agents. A Python agent's
+``time.sleep`` is wasmtime's own WASI sleep, which the host cannot see: it holds the agent's slot.
 """
 
 from __future__ import annotations
@@ -48,20 +50,23 @@ from meshagent.errors import (
     StackLimitExceeded,
 )
 from meshagent.runtime.agent_control import AgentControl
+from meshagent.runtime.agent_log import OperatorLog
 from meshagent.runtime.components import ComponentCache, LoadedComponent
+from meshagent.runtime.costs import FUEL_PER_BYTE, FUEL_PER_EMBED, FUEL_PER_EMBEDDED_BYTE, out_of_fuel
 from meshagent.runtime.hooks import AgentHooks, StandaloneHooks
 from meshagent.runtime.host_state import HostState
 from meshagent.runtime.journal import Entry, Journal, digest
 from meshagent.protocol import codec
 from meshagent.runtime.ids import new_agent_id
 from meshagent.runtime.mesh_abi import MAX_FORK, Rollback
+from meshagent.runtime.modules import epoch_ticks
 from meshagent.runtime.outcome import Outcome
 from meshagent.runtime.services import HostServices, NoServices, RealWorld, ReplayAware, Suspend, World, parse_llm_options
 from meshagent.runtime.snapshot import AgentSnapshot
 from meshagent.runtime.tools.registry import ToolBox
 from meshagent.runtime.tools.runtime import ToolRuntime, default_tool_runtime, manifest_of
 from meshagent.runtime.tools.spec import ToolResult
-from meshagent.runtime.traps import map_trap, trap_text
+from meshagent.runtime.traps import map_trap, trap_text, wall_clock_exceeded
 
 __all__ = ["ComponentAgent", "HOST_INTERFACE", "DETERMINISTIC_ENV"]
 
@@ -114,8 +119,11 @@ class ComponentAgent(AgentControl):
         self.suspend_at = None
         self._suspend_reason: str | None = None
         self._pending: BaseException | None = None
+        self._context: object | None = None
+        """The store context of the host call in progress (fuel is read and charged through it)."""
         self.manifest = manifest_of(self.loaded.sha256, self.loaded.wasm)
         self._load(snapshot)
+        self.operator_log = OperatorLog(log, self.agent_id, self.limits.log_bytes)
         self.tool_runtime.carry(self.manifest, self.carried_tools)
         self.tools = ToolBox(agent_id=self.agent_id, manifest=self.manifest, carried=self.carried_tools,
                              modules=self.tool_runtime.modules, store=self.tool_runtime.store, services=self.services)
@@ -180,6 +188,20 @@ class ComponentAgent(AgentControl):
             raise _Migrate()
         return ret, data
 
+    def fuel_left(self) -> int:
+        context = self._context
+        return 0 if context is None else wasmtime.Store.get_fuel(context)  # type: ignore[arg-type]
+
+    def charge(self, units: int, what: str) -> None:
+        context = self._context
+        if units <= 0 or context is None:
+            return
+        left = wasmtime.Store.get_fuel(context)  # type: ignore[arg-type]
+        if units > left:
+            wasmtime.Store.set_fuel(context, 0)  # type: ignore[arg-type]
+            raise out_of_fuel(self.limits.fuel, what)
+        wasmtime.Store.set_fuel(context, left - units)  # type: ignore[arg-type]
+
     # --- host functions ---------------------------------------------------------------
 
     def _host_functions(self) -> dict[str, Callable[..., Any]]:
@@ -236,7 +258,14 @@ class ComponentAgent(AgentControl):
         def tool(store: object, name: str, args: bytes) -> bytes:
             raw = bytes(args)
             dig = digest("tool", name, raw)
-            _, data = self._call("tool", dig, lambda: (0, self.tools.call(name, raw, self.fs).encode()))
+
+            def live() -> tuple[int, bytes | None]:
+                meter = self.meter()
+                result = self.tools.call(name, raw, self.fs, meter)
+                self.charge(meter.used, f"tool {name}")
+                return 0, result.encode()
+
+            _, data = self._call("tool", dig, live)
             result = ToolResult.decode(data or b"")
             fs = self.fs
             for path, content in result.writes:
@@ -248,6 +277,7 @@ class ComponentAgent(AgentControl):
 
         def embed(store: object, text: str) -> list[float]:
             def live() -> tuple[int, bytes | None]:
+                self.charge(FUEL_PER_EMBED + len(text.encode()) * FUEL_PER_EMBEDDED_BYTE, "an embedding")
                 vector = self.services.embed(self.agent_id, text)
                 return len(vector), struct.pack(f"<{len(vector)}f", *vector)
 
@@ -269,13 +299,17 @@ class ComponentAgent(AgentControl):
                 if fd not in (1, 2):
                     return -1, None
                 self.state.write_output(fd, data, self.limits.output_bytes)
+                self.charge(len(data) * FUEL_PER_BYTE, "output")
                 return 0, None
 
             return self._call("fd_write", digest("fd_write", fd, data), live, nondet=False)[0]
 
         def log_(store: object, level: int, msg: str) -> None:
             def live() -> tuple[int, bytes | None]:
-                self.state.write_output(2, f"[{_LEVELS.get(level, 'info')}] {msg}\n".encode(), self.limits.output_bytes)
+                name = _LEVELS.get(level, "info")
+                self.state.write_output(2, f"[{name}] {msg}\n".encode(), self.limits.output_bytes)
+                if not self.from_journal:
+                    self.operator_log.write(name, msg)
                 return 0, None
 
             self._call("log", digest("log", level, msg), live, nondet=False)
@@ -333,11 +367,14 @@ class ComponentAgent(AgentControl):
         def host(*args: Any) -> Any:
             if self._pending is not None:
                 raise self._pending
+            self._context = args[0] if args else None
             try:
                 return fn(*args)
             except BaseException as exc:  # re-raised by run(); never trusted from wasmtime's global
                 self._pending = exc
                 raise
+            finally:
+                self._context = None
 
         return host
 
@@ -372,6 +409,10 @@ class ComponentAgent(AgentControl):
                 return self._end("exited", code, None)
             except Rollback as rb:
                 self._apply_rollback(rb)
+                try:
+                    self.check_deadline()  # a rollback loop makes no live host call
+                except MeshError as exc:
+                    return self._end("failed", None, exc)
             except _Migrate:
                 data = self.snapshot().to_bytes()
                 status = self.status
@@ -394,6 +435,7 @@ class ComponentAgent(AgentControl):
         self._pending = None
         store = wasmtime.Store(self._components.engine)
         store.set_fuel(self.limits.fuel)
+        store.set_epoch_deadline(epoch_ticks(self._components.engine, self.deadline))
         store.set_limits(memory_size=self.limits.memory_bytes, table_elements=self.limits.table_elements)
         wasi = wasmtime.WasiConfig()  # no stdout/stderr: output goes through the host interface's write
         wasi.argv = list(self.argv)
@@ -422,6 +464,8 @@ class ComponentAgent(AgentControl):
         """Component traps carry no trap code through wasmtime-py: name the limit from the message."""
         text = trap_text(exc)
         lim = self.limits
+        if getattr(exc, "trap_code", None) == wasmtime.TrapCode.INTERRUPT or "interrupt" in text:
+            return wall_clock_exceeded(lim)
         if "fuel" in text:
             return CpuLimitExceeded(f"the agent used its whole CPU budget of {lim.fuel} fuel units (an infinite loop?); "
                                     "raise sandbox.fuel if it needs more")

@@ -2,7 +2,8 @@
 
 ``control_handlers(manager)`` returns ``{op: handler}`` for the ops
 ``run``, ``agents``, ``logs``, ``checkpoint``, ``fork``, ``rollback``,
-``kill``, ``suspend``, ``resume`` and ``invoke`` (reactor entry points). Parameters and results are JSON.
+``kill``, ``suspend``, ``resume``, ``invoke`` (reactor entry points) and ``slots`` (the node's
+execution slots: held, waited for, sleeping). Parameters and results are JSON.
 """
 
 from __future__ import annotations
@@ -136,6 +137,9 @@ def control_handlers(manager: AgentManager) -> dict[str, Handler]:
         await manager.resume(agent_id)
         return manager.info(agent_id).to_json()
 
+    async def slots(params: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        return manager.slots()
+
     return {
         "run": run,
         "agents": agents,
@@ -147,4 +151,5 @@ def control_handlers(manager: AgentManager) -> dict[str, Handler]:
         "suspend": suspend,
         "resume": resume,
         "invoke": invoke,
+        "slots": slots,
     }

@@ -24,6 +24,10 @@ class AgentHooks(Protocol):
         """Block until the child ends; return its stdout. May raise :class:`Suspend`."""
         ...
 
+    def sleep(self, agent: Agent, seconds: float) -> None:
+        """Sleep for the agent (``agent.doze``); a supervisor gives the agent's execution slot back meanwhile."""
+        ...
+
     def entry_added(self, agent: Agent, index: int, entry: Entry) -> None: ...
 
     def truncated(self, agent: Agent, length: int) -> None: ...
@@ -37,6 +41,9 @@ class StandaloneHooks:
 
     def join(self, parent: Agent, child_id: str) -> bytes:
         raise AgentError("mesh_join needs an agent manager")
+
+    def sleep(self, agent: Agent, seconds: float) -> None:
+        agent.doze(seconds)
 
     def entry_added(self, agent: Agent, index: int, entry: Entry) -> None:
         return None

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from meshagent.errors import JournalError, OutputLimitExceeded
 from meshagent.runtime.services import LlmOptions
-from meshagent.runtime.vfs import OpenFiles, overlay_from_wire, overlay_to_wire
+from meshagent.runtime.vfs import OpenFiles, Overlay, overlay_from_wire, overlay_to_wire
 
 __all__ = ["HostState"]
 
@@ -27,17 +27,21 @@ class HostState:
     """Ids of the children of the agent's latest ``mesh_fork`` (``mesh_join`` indexes them)."""
     pending: dict[str, tuple[bytes, bytes]] = field(default_factory=dict)
     """Answers too large for the agent's buffer, kept for its next call: name → (args digest, answer)."""
-    written: dict[str, bytes | None] = field(default_factory=dict)
+    written: Overlay = field(default_factory=Overlay)
     """The agent's file writes so far (path → bytes, ``None`` = deleted), over the snapshot's base files."""
 
     def write_output(self, fd: int, data: bytes, limit: int) -> None:
         """Append to stdout (1) or stderr (2), within the agent's ``output_bytes`` limit for both."""
-        if len(self.stdout) + len(self.stderr) + len(data) > limit:
+        self.check_output(len(data), limit)
+        (self.stdout if fd == 1 else self.stderr).extend(data)
+
+    def check_output(self, size: int, limit: int) -> None:
+        """Raise :class:`OutputLimitExceeded` unless ``size`` more bytes of output fit the limit."""
+        if len(self.stdout) + len(self.stderr) + size > limit:
             raise OutputLimitExceeded(
                 f"the agent wrote more than {limit} bytes to stdout/stderr; "
                 "raise sandbox.output_bytes or make the agent print less"
             )
-        (self.stdout if fd == 1 else self.stderr).extend(data)
 
     def to_wire(self) -> list[object]:
         return [bytes(self.stdout), bytes(self.stderr), self.files.to_wire(), self.llm_options.to_wire(), list(self.fork_children),
@@ -59,6 +63,6 @@ class HostState:
                     raise TypeError("bad pending answer")
                 answers[name] = (dig, answer)
             return cls(bytearray(stdout), bytearray(stderr), OpenFiles.from_wire(files), LlmOptions.from_wire(options),
-                       list(children), answers, overlay_from_wire(rest[0]) if rest else {})
+                       list(children), answers, Overlay(overlay_from_wire(rest[0]) if rest else None))
         except (TypeError, ValueError) as exc:
             raise JournalError(f"memory image holds invalid host state: {exc}") from exc

@@ -62,7 +62,7 @@ async def _supervise(manager: AgentManager, root: str, snapshot_path: Path | Non
         data = encode_family([manager.agent(m).snapshot() for m in members])
         await trio.to_thread.run_sync(write_private, snapshot_path, data)  # unsealed: the owner's eyes only
         log.info("wrote a snapshot of %d agent(s) to %s", len(members), snapshot_path)
-    written = dict(manager.agent(root).state.written)
+    written = manager.agent(root).state.written.to_dict()
     return LocalResult([manager.outcome(m) for m in members], suspended, written)
 
 

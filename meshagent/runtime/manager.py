@@ -1,9 +1,11 @@
 """The agent manager: runs a node's agents on worker threads under trio.
 
-* Each agent runs in ``trio.to_thread.run_sync`` holding one slot of a
-  ``CapacityLimiter`` sized ``SandboxLimits.max_instances``; a parent blocked
-  in ``mesh_join`` gives its slot back while it waits, so forks cannot
-  deadlock the node.
+* Each agent runs in ``trio.to_thread.run_sync`` holding an execution slot
+  (:class:`~meshagent.runtime.slots.Slots`: ``max_instances`` of them, and
+  quotas for agents of other owners, whom ``quota_of`` names); a parent
+  blocked in ``mesh_join`` and an agent asleep in ``poll_oneoff`` give their
+  slot back while they wait, so forks cannot deadlock the node and sleepers
+  cannot starve it. Each run gets the wall-clock limit ``wall_clock_s``.
 * With a :class:`~meshagent.node.store.NodeStore`, every journal entry is
   appended as it happens and ``run`` resumes the agents that were running
   when the node stopped, from their last host call.
@@ -17,10 +19,9 @@ Nothing starts in ``__init__``; start :meth:`run` in a nursery.
 from __future__ import annotations
 
 import logging
-import threading
-from functools import partial
+import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import trio
 
@@ -28,13 +29,15 @@ from meshagent.config import SandboxLimits
 from meshagent.errors import AgentError, AgentNotFound
 from meshagent.node.store import NodeStore
 from meshagent.runtime.ids import AgentId, new_agent_id
-from meshagent.runtime.journal import Entry, Journal
-from meshagent.runtime.modules import LoadedModule, ModuleCache
+from meshagent.runtime.journal import Journal
+from meshagent.runtime.modules import EPOCH_TICK_S, LoadedModule, ModuleCache, advance_epochs
 from meshagent.runtime.outcome import Outcome
 from meshagent.runtime.sandbox import KNOWN_IMPORTS, Agent
-from meshagent.runtime.services import HostServices, RollbackAware, Suspend, World
+from meshagent.runtime.services import HostServices, Suspend, World
 from meshagent.runtime.component_agent import ComponentAgent
 from meshagent.runtime.components import ComponentCache, is_component
+from meshagent.runtime.slots import Slots
+from meshagent.runtime.supervision import AgentInfo, Supervision, AgentRecord
 from meshagent.runtime.snapshot import AgentSnapshot
 from meshagent.runtime.tools.runtime import ToolRuntime, default_tool_runtime, manifest_of
 from meshagent.runtime.tools.store import default_build_dir, resolve_tools
@@ -47,38 +50,7 @@ log = logging.getLogger(__name__)
 _SHUTDOWN = "node shutting down"
 
 
-@dataclass(frozen=True, slots=True)
-class AgentInfo:
-    agent_id: str
-    parent_id: str | None
-    status: str
-    host_calls: int
-    exit_code: int | None
-    error: str | None
-    module_sha256: str
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "agent_id": self.agent_id,
-            "parent_id": self.parent_id,
-            "status": self.status,
-            "host_calls": self.host_calls,
-            "exit_code": self.exit_code,
-            "error": self.error,
-            "module_sha256": self.module_sha256,
-        }
-
-
-@dataclass(slots=True)
-class _Record:
-    agent: Agent
-    active: bool = False
-    killed: bool = False
-    outcome: Outcome | None = None
-    terminal: threading.Event = field(default_factory=threading.Event)
-
-
-class AgentManager:
+class AgentManager(Supervision):
     """Runs agents, forks and joins them, persists and restores them."""
 
     def __init__(
@@ -92,9 +64,13 @@ class AgentManager:
         verify_replay: bool = False,
         remote_result: Callable[[str], Awaitable[bytes]] | None = None,
         tools: ToolRuntime | None = None,
+        quota_of: Callable[[str], str | None] | None = None,
     ) -> None:
         """``remote_result(child_id)`` waits for a forked child that runs on another node
-        (after :meth:`forget` handed it over) and returns its stdout, for ``mesh_join``."""
+        (after :meth:`forget` handed it over) and returns its stdout, for ``mesh_join``.
+        ``quota_of(agent_id)`` (blocking; called when an agent starts or is adopted) names the
+        owner whose slot quota the agent runs under: ``None`` for agents of this node and its
+        paired devices, else the other owner (children run under their parent's)."""
         self.limits = limits or SandboxLimits()
         self._remote_result = remote_result
         self.modules = modules
@@ -105,8 +81,9 @@ class AgentManager:
         self.tools = tools or default_tool_runtime()
         self._components: ComponentCache | None = None
         """Compiled WASI tools and the tool store, shared by this manager's agents."""
-        self._records: dict[str, _Record] = {}
-        self._slots = trio.CapacityLimiter(max(1, self.limits.max_instances))
+        self._quota_of = quota_of
+        self._records: dict[str, AgentRecord] = {}
+        self._slots = Slots(self.limits)
         self._threads = trio.CapacityLimiter(1024)
         self._nursery: trio.Nursery | None = None
         self._changed = trio.Event()
@@ -117,6 +94,7 @@ class AgentManager:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            nursery.start_soon(self._tick_epochs)
             try:
                 if self._store is not None:
                     await self._resume_stored()
@@ -127,7 +105,13 @@ class AgentManager:
                 self._closing = True
                 for rec in self._records.values():
                     if rec.active:
-                        rec.agent.request_suspend(_SHUTDOWN)
+                        self._stop(rec, _SHUTDOWN)
+
+    async def _tick_epochs(self) -> None:
+        """Keep the engines' epochs on the clock: Stores past their agent's wall-clock deadline trap."""
+        while True:
+            advance_epochs()
+            await trio.sleep(EPOCH_TICK_S)
 
     async def _resume_stored(self) -> None:
         assert self._store is not None
@@ -216,7 +200,14 @@ class AgentManager:
                 snapshot = replace(snapshot, module=wasm)
         agent = await trio.to_thread.run_sync(lambda: self._make_agent(snapshot, loaded))
         agent.suspend_at = suspend_at
-        rec = _Record(agent)
+        parent = self._records.get(snapshot.parent_id or "")
+        if parent is not None:
+            owner = parent.owner
+        elif self._quota_of is not None:
+            owner = await trio.to_thread.run_sync(self._quota_of, agent.agent_id)
+        else:
+            owner = None
+        rec = AgentRecord(agent, owner)
         self._records[agent.agent_id] = rec
         if persist and self._store is not None:
             full = replace(snapshot, module=agent.loaded.wasm, status="running")
@@ -240,19 +231,25 @@ class AgentManager:
             self._components = ComponentCache(self.modules.engine, self.modules.cache_dir)
         return self._components
 
-    def _launch(self, rec: _Record) -> None:
+    def _launch(self, rec: AgentRecord) -> None:
         assert self._nursery is not None
         rec.active = True
         rec.agent.status = "running"
         self._nursery.start_soon(self._drive, rec)
 
-    async def _drive(self, rec: _Record) -> None:
+    async def _drive(self, rec: AgentRecord) -> None:
         agent = rec.agent
-        await self._slots.acquire_on_behalf_of(agent.agent_id)
-        try:
-            outcome = await trio.to_thread.run_sync(agent.run, limiter=self._threads)
-        finally:
-            self._slots.release_on_behalf_of(agent.agent_id)
+        if await self._wait_for_slot(rec):
+            agent.deadline = time.monotonic() + self.limits.wall_clock_s
+            try:
+                outcome = await trio.to_thread.run_sync(agent.run, limiter=self._threads)
+            finally:
+                agent.deadline = None
+                if self._slots.holds(agent.agent_id):
+                    self._slots.release(agent.agent_id)
+        else:  # stopped while it waited for a slot: it stops where it stood, never having run
+            agent.status = "suspended"
+            outcome = agent.outcome()
         if rec.killed:
             agent.status = "killed"
             outcome = replace(outcome, status="killed")
@@ -280,47 +277,9 @@ class AgentManager:
         self._changed.set()
         self._changed = trio.Event()
 
-    # --- hooks called by agents on their worker threads ------------------------
-
-    def spawn(self, parent: Agent, children: Sequence[AgentSnapshot]) -> None:
-        for child in children:
-            trio.from_thread.run(partial(self.start, child, loaded=parent.loaded))
-
-    def join(self, parent: Agent, child_id: str) -> bytes:
-        if child_id not in self._records and self._remote_result is None:
-            raise AgentNotFound(f"mesh_join: child {child_id} is not on this node")
-        trio.from_thread.run_sync(self._slots.release_on_behalf_of, parent.agent_id)
-        try:
-            while True:
-                rec = self._records.get(child_id)
-                if rec is None:  # handed over to another node (see forget)
-                    if self._remote_result is None:
-                        raise AgentNotFound(f"mesh_join: child {child_id} left this node")
-                    return trio.from_thread.run(self._remote_result, child_id)
-                if rec.terminal.wait(0.05):
-                    assert rec.outcome is not None
-                    return rec.outcome.stdout
-                if parent.suspend_requested:
-                    raise Suspend(f"suspended while joining child {child_id}")
-        finally:
-            trio.from_thread.run(self._slots.acquire_on_behalf_of, parent.agent_id)
-
-    def entry_added(self, agent: Agent, index: int, entry: Entry) -> None:
-        if self._store is not None:
-            self._store.append_entry(agent.agent_id, index, entry)
-
-    def truncated(self, agent: Agent, length: int) -> None:
-        if self._store is not None:
-            self._store.truncate(agent.agent_id, length, rollbacks=agent.rollbacks, labels=agent.labels)
-        if isinstance(self._services, RollbackAware):
-            # The conversation forgets the discarded LLM steps too: a replay of this agent on
-            # another node never sees them, so the answers must not depend on them here either.
-            steps = sum(1 for e in agent.journal if e.name == "llm" and e.ret is not None and e.ret >= 0)
-            self._services.rolled_back(agent.agent_id, steps)
-
     # --- queries and control --------------------------------------------------------
 
-    def _record(self, agent_id: str) -> _Record:
+    def _record(self, agent_id: str) -> AgentRecord:
         rec = self._records.get(agent_id)
         if rec is None:
             raise AgentNotFound(f"no agent {agent_id!r} on this node (see `meshagent agents`)")
@@ -333,7 +292,21 @@ class AgentManager:
         rec = self._record(agent_id)
         a = rec.agent
         error = rec.outcome.error_message if rec.outcome is not None and not rec.active else None
-        return AgentInfo(a.agent_id, a.parent_id, a.status, len(a.journal), a.exit_code, error, a.loaded.sha256)
+        slot = None
+        if rec.active:
+            slot = rec.waiting or ("running" if self._slots.holds(agent_id) else "waiting")
+        return AgentInfo(a.agent_id, a.parent_id, a.status, len(a.journal), a.exit_code, error, a.loaded.sha256, slot)
+
+    def slots(self) -> dict[str, object]:
+        """The execution slots now: totals, held, waited for, and the active agents by what they do."""
+        stats = self._slots.stats().to_json()
+        for state in ("running", "sleeping", "joining", "waiting"):
+            stats[state] = 0
+        for agent_id, rec in self._records.items():
+            if rec.active:
+                state = rec.waiting or ("running" if self._slots.holds(agent_id) else "waiting")
+                stats[state] = int(stats[state]) + 1  # type: ignore[call-overload]
+        return stats
 
     def agents(self) -> list[AgentInfo]:
         """The agents in memory (call from the trio thread)."""
@@ -395,7 +368,7 @@ class AgentManager:
         """Stop the agent at its next host call; return its snapshot (the migration hook)."""
         rec = self._record(agent_id)
         if rec.active:
-            rec.agent.request_suspend(reason)
+            self._stop(rec, reason)
             while rec.active:
                 await self._changed.wait()
         if rec.agent.status == "suspended" and self._store is not None:
@@ -415,7 +388,7 @@ class AgentManager:
     def suspend_all(self, reason: str = "suspended by the node") -> None:
         for rec in self._records.values():
             if rec.active:
-                rec.agent.request_suspend(reason)
+                self._stop(rec, reason)
 
     async def resume(self, agent_id: str) -> None:
         rec = self._record(agent_id)
@@ -433,7 +406,7 @@ class AgentManager:
         rec = self._record(agent_id)
         rec.killed = True
         if rec.active:
-            rec.agent.request_suspend("killed")
+            self._stop(rec, "killed")
             while rec.active:
                 await self._changed.wait()
         else:
@@ -453,7 +426,8 @@ class AgentManager:
         agent = rec.agent
         rec.active = True
         agent.status = "running"
-        await self._slots.acquire_on_behalf_of(agent_id)
+        await self._slots.acquire(agent_id, rec.owner)
+        agent.deadline = time.monotonic() + self.limits.wall_clock_s
         try:
             result = await trio.to_thread.run_sync(lambda: agent.invoke(export, *args), limiter=self._threads)
             agent.status = "idle"
@@ -465,7 +439,9 @@ class AgentManager:
             agent.error_text = f"{type(exc).__name__}: {exc}"
             raise
         finally:
-            self._slots.release_on_behalf_of(agent_id)
+            agent.deadline = None
+            if self._slots.holds(agent_id):
+                self._slots.release(agent_id)
             rec.active = False
             rec.outcome = agent.outcome()
             self._pulse()

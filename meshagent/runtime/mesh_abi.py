@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Final
 
 from meshagent.errors import AgentError, CheckpointNotFound, JournalError
 from meshagent.protocol import codec
+from meshagent.runtime.costs import FUEL_PER_EMBED, FUEL_PER_EMBEDDED_BYTE
 from meshagent.runtime.journal import digest
 from meshagent.runtime.services import ReplayAware, parse_llm_options
 from meshagent.runtime.tools.spec import ToolResult, error_result
@@ -118,7 +119,9 @@ def mesh_functions(h: HostCalls) -> dict[str, tuple[str, Callable[..., int | Non
             if pending is not None and pending[0] == dig:
                 result = ToolResult(pending[1])  # its writes were applied with the first answer
             else:
-                result = h.tools.call(tool_name, raw, h.fs)
+                meter = h.meter()
+                result = h.tools.call(tool_name, raw, h.fs, meter)
+                h.charge(meter.used, f"tool {tool_name}")
             if len(result.answer) > MAX_ANSWER:
                 result = error_result(f"{tool_name}: the answer of {len(result.answer)} bytes is larger than the limit of {MAX_ANSWER}")
             count = len(result.answer)
@@ -147,6 +150,7 @@ def mesh_functions(h: HostCalls) -> dict[str, tuple[str, Callable[..., int | Non
         raw = m.read(_u(text), tlen, "text")
 
         def produce() -> bytes:
+            h.charge(FUEL_PER_EMBED + len(raw) * FUEL_PER_EMBEDDED_BYTE, "an embedding")
             vector = h.services.embed(h.agent_id, raw.decode("utf-8", "replace"))
             return struct.pack(f"<{len(vector)}f", *vector)
 

@@ -1,16 +1,25 @@
 """Compiling agent modules: one deterministic wasmtime engine, a content-addressed cache.
 
 The engine is configured for determinism (NaN canonicalisation, deterministic
-relaxed SIMD, no threads) and metering (fuel, a wasm stack limit). Compiled
-modules are cached by the sha256 of the author's bytes in memory and, when a
-cache directory is given, on disk as wasmtime's serialized artefacts.
+relaxed SIMD, no threads) and metering (fuel, a wasm stack limit, epoch
+interruption for wall-clock limits). Compiled modules are cached by the sha256
+of the author's bytes in memory and, when a cache directory is given, on disk
+as wasmtime's serialized artefacts.
+
+Epochs: every engine's epoch follows the monotonic clock in ticks of
+:data:`EPOCH_TICK_S`, advanced by :func:`advance_epochs` (a supervisor calls it
+on a timer); a Store whose agent has a deadline traps once its epoch passes it
+(:func:`epoch_ticks`), so a guest spinning between host calls is stopped at its
+wall-clock limit too.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import math
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -21,7 +30,8 @@ from meshagent.errors import LinkError, ModuleError
 from meshagent.runtime.compile_cache import Recent, read_compiled, write_compiled
 from meshagent.runtime.instrument import export_mutable_globals
 
-__all__ = ["LoadedModule", "ModuleCache", "engine_for", "sha256_hex", "MAX_MODULE_BYTES"]
+__all__ = ["LoadedModule", "ModuleCache", "engine_for", "sha256_hex", "MAX_MODULE_BYTES", "EPOCH_TICK_S",
+           "advance_epochs", "epoch_ticks"]
 
 MAX_MODULE_BYTES: Final = 64 << 20
 MODULES_IN_MEMORY: Final = 64
@@ -33,10 +43,43 @@ def _wasmtime_version() -> str:
         return "unknown"
 
 
-_CACHE_TAG: Final = f"wasmtime-{_wasmtime_version()}"
+_CACHE_TAG: Final = f"wasmtime-{_wasmtime_version()}-epoch"
+"""Names compiled artefacts: the wasmtime version and the engine settings that change the code (epoch checks)."""
+
+EPOCH_TICK_S: Final = 0.1
+_NO_DEADLINE: Final = 1 << 48
 
 _engines: dict[int, wasmtime.Engine] = {}
 _engines_lock = threading.Lock()
+_epochs: dict[int, int] = {}
+"""Per engine (by id): the tick of the monotonic clock its current epoch stands for."""
+
+
+def _tick_now() -> int:
+    return int(time.monotonic() / EPOCH_TICK_S)
+
+
+def advance_epochs() -> None:
+    """Bring every engine's epoch up to the monotonic clock (idempotent: any number of callers)."""
+    with _engines_lock:
+        now = _tick_now()
+        for engine in _engines.values():
+            while _epochs[id(engine)] < now:
+                engine.increment_epoch()
+                _epochs[id(engine)] += 1
+
+
+def epoch_ticks(engine: wasmtime.Engine, deadline: float | None) -> int:
+    """The epoch deadline (ticks after the engine's current epoch) for a Store that must stop at
+    ``deadline`` (``time.monotonic()``); effectively never for ``None`` or an engine not made here.
+
+    Counted from the tick the engine's epoch stands for, so an epoch that lags the clock (no one
+    advanced it for a while) does not stop the Store early when it catches up."""
+    with _engines_lock:
+        current = _epochs.get(id(engine))
+    if deadline is None or current is None:
+        return _NO_DEADLINE
+    return max(1, math.ceil(deadline / EPOCH_TICK_S) - current)
 
 
 def sha256_hex(data: bytes) -> str:
@@ -56,8 +99,10 @@ def engine_for(stack_bytes: int) -> wasmtime.Engine:
             config.wasm_relaxed_simd_deterministic = True
             config.wasm_threads = False
             config.parallel_compilation = False
+            config.epoch_interruption = True
             engine = wasmtime.Engine(config)
             _engines[stack_bytes] = engine
+            _epochs[id(engine)] = _tick_now()
         return engine
 
 

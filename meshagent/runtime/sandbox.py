@@ -13,12 +13,14 @@ exception is re-raised here. (wasmtime-py keeps the last host exception in a
 process-wide global, which agents on other threads could pick up.) The Store
 is discarded after every trap.
 
+Host work is paid from the agent's fuel (:meth:`Agent.charge`), and the Store's
+epoch deadline stops a guest that spins past the agent's wall-clock limit.
+
 All methods block; the supervisor runs agents on worker threads.
 """
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import time
 from collections.abc import Callable
@@ -40,13 +42,16 @@ from meshagent.errors import (
 )
 from meshagent.protocol import codec
 from meshagent.runtime.agent_control import AgentControl
+from meshagent.runtime.agent_log import OperatorLog
+from meshagent.runtime.costs import out_of_fuel
 from meshagent.runtime.guest_memory import GuestMemory
 from meshagent.runtime.hooks import AgentHooks, StandaloneHooks
 from meshagent.runtime.host_state import HostState
 from meshagent.runtime.ids import new_agent_id
+from meshagent.runtime.images import capture_image, restore_image
 from meshagent.runtime.journal import Entry, Journal, digest
 from meshagent.runtime.mesh_abi import MESH_NAMES, Rollback, mesh_functions
-from meshagent.runtime.modules import LoadedModule, ModuleCache
+from meshagent.runtime.modules import LoadedModule, ModuleCache, epoch_ticks
 from meshagent.runtime.outcome import Outcome
 from meshagent.runtime.services import HostServices, NoServices, RealWorld, Suspend, World
 from meshagent.runtime.snapshot import AgentSnapshot, MemoryImage
@@ -113,6 +118,7 @@ class Agent(AgentControl):
         self.loaded = loaded
         self.manifest = manifest_of(loaded.sha256, loaded.wasm)
         self._load(snapshot)
+        self.operator_log = OperatorLog(log, self.agent_id, self.limits.log_bytes)
         self.suspend_at = None
         self.replays = 0
         """How often --verify-replay restored this agent from its own snapshot bytes."""
@@ -248,12 +254,32 @@ class Agent(AgentControl):
     def join_child(self, child_id: str) -> bytes:
         return self._hooks.join(self, child_id)
 
+    def sleep(self, seconds: float) -> None:
+        """poll_oneoff's sleep, through the supervisor (which gives the agent's slot back meanwhile)."""
+        self._hooks.sleep(self, seconds)
+
+    def fuel_left(self) -> int:
+        caller = self._caller
+        return 0 if caller is None else wasmtime.Store.get_fuel(caller)  # type: ignore[arg-type]
+
+    def charge(self, units: int, what: str) -> None:
+        caller = self._caller
+        if units <= 0 or caller is None:
+            return
+        left = wasmtime.Store.get_fuel(caller)  # type: ignore[arg-type]
+        if units > left:
+            wasmtime.Store.set_fuel(caller, 0)  # type: ignore[arg-type]
+            raise out_of_fuel(self.limits.fuel, what)
+        wasmtime.Store.set_fuel(caller, left - units)  # type: ignore[arg-type]
+
     def agent_log(self, level: str, text: str) -> None:
+        """``mesh_log``: a line in the agent's stderr (within its output limit) and, escaped and within
+        the agent's log budget, in the operator log."""
         line = f"[{level}] {text}\n".encode()
         if len(self.state.stdout) + len(self.state.stderr) + len(line) <= self.limits.output_bytes:
             self.state.stderr.extend(line)
         if not self._replaying:
-            log.info("agent %s: [%s] %s", self.agent_id, level, text)
+            self.operator_log.write(level, text)
 
     # --- running -----------------------------------------------------------
 
@@ -279,6 +305,10 @@ class Agent(AgentControl):
                 return self._end("exited", exc.code, None)
             except Rollback as rb:
                 self._apply_rollback(rb)
+                try:
+                    self.check_deadline()  # a rollback loop makes no live host call
+                except MeshError as exc:
+                    return self._end("failed", None, exc)
             except _Migrate:
                 self._migrate()
             except Suspend as exc:
@@ -360,6 +390,7 @@ class Agent(AgentControl):
         store.set_limits(memory_size=self.limits.memory_bytes, table_elements=self.limits.table_elements,
                          instances=2, tables=4, memories=2)
         store.set_fuel(self.limits.fuel)
+        store.set_epoch_deadline(epoch_ticks(engine, self.deadline))
         linker = wasmtime.Linker(engine)
         for module, name in self.loaded.imports:
             found = self._functions.get((module, name))
@@ -381,7 +412,9 @@ class Agent(AgentControl):
         self.state = HostState()
         started = time.perf_counter()
         if self.image is not None:
-            self._restore_image(self.image)
+            restore_image(store, memory, instance, self.loaded.global_exports or (), self.image)
+            self._pos = self.image.position
+            self.state = HostState.from_wire(self.image.host.to_wire())
         imaged = time.perf_counter()
         if self.style == "reactor":
             self._replay_invocations()
@@ -391,32 +424,6 @@ class Agent(AgentControl):
             image_position=self.image.position if self.image is not None else 0,
             replayed_calls=len(self.journal) - (self.image.position if self.image is not None else 0),
         )
-
-    def _restore_image(self, image: MemoryImage) -> None:
-        assert self._store is not None and self._memory is not None and self._instance is not None
-        store, memory = self._store, self._memory
-        size = memory.data_len(store)
-        if image.memory_size < size:
-            raise JournalError("the memory image is smaller than the module's initial memory")
-        if image.memory_size > size:
-            page = 1 << 16
-            try:
-                memory.grow(store, (image.memory_size - size) // page)
-            except wasmtime.WasmtimeError as exc:
-                raise MemoryLimitExceeded(f"the memory image ({image.memory_size} bytes) exceeds this node's memory limit") from exc
-        base = ctypes.addressof(memory.data_ptr(store).contents)
-        ctypes.memset(base, 0, size)  # data segments; pages grown above are zero already
-        for index, data in image.pages:
-            ctypes.memmove(base + index * (1 << 16), data, len(data))
-        exports = self._instance.exports(store)
-        known = self.loaded.global_exports or ()
-        for name, value in image.globals:
-            glob = exports[name] if name in known else None
-            if not isinstance(glob, wasmtime.Global):
-                raise JournalError(f"the memory image sets a global {name!r} that the module does not have")
-            glob.set_value(store, value)
-        self._pos = image.position
-        self.state = HostState.from_wire(image.host.to_wire())
 
     def _replay_invocations(self) -> None:
         while self._pos < len(self.journal):
@@ -438,16 +445,7 @@ class Agent(AgentControl):
 
     def _capture(self) -> MemoryImage:
         assert self._store is not None and self._memory is not None and self._instance is not None
-        store = self._store
-        size = self._memory.data_len(store)
-        raw = (ctypes.c_ubyte * size).from_address(ctypes.addressof(self._memory.data_ptr(store).contents))
-        exports = self._instance.exports(store)
-        values: list[tuple[str, int | float]] = []
-        for name in self.loaded.global_exports or ():
-            glob = exports[name]
-            assert isinstance(glob, wasmtime.Global)
-            values.append((name, glob.value(store)))
-        return MemoryImage.capture(self._pos, raw, tuple(values), self.state)
+        return capture_image(self._store, self._memory, self._instance, self.loaded.global_exports or (), self._pos, self.state)
 
     def _wrap(self, fn: Callable[..., int | None], returns: bool) -> Callable[..., int | None]:
         default = 0 if returns else None

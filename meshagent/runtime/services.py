@@ -25,6 +25,7 @@ from typing import Final, Protocol, runtime_checkable
 
 from meshagent.errors import InferenceError, MeshError
 from meshagent.inference.engine import Embedder, GenerateOptions, LlmEngine, SessionId
+from meshagent.runtime.costs import Meter
 
 __all__ = [
     "PRIVACY_CLASSES",
@@ -38,6 +39,7 @@ __all__ = [
     "RealWorld",
     "ReplayAware",
     "RollbackAware",
+    "MeteredTools",
 ]
 
 log = logging.getLogger(__name__)
@@ -205,6 +207,18 @@ class RollbackAware(Protocol):
     def rolled_back(self, agent_id: str, llm_steps: int) -> None:
         """The agent now has only its first ``llm_steps`` LLM steps."""
         ...
+
+
+@runtime_checkable
+class MeteredTools(Protocol):
+    """Optional: services whose tools charge the work they do to the calling agent.
+
+    ``tool_metered`` replaces ``tool`` when the services have it: the tool's work (a
+    WASI tool's fuel, bytes it handles) is charged to ``meter``, which the agent pays
+    from its own fuel, and a WASI tool runs within the meter's caps.
+    """
+
+    def tool_metered(self, agent_id: str, name: str, args: bytes, meter: Meter) -> bytes: ...
 
 
 class NoServices:

@@ -5,9 +5,16 @@ from __future__ import annotations
 import wasmtime
 
 from meshagent.config import SandboxLimits
-from meshagent.errors import AgentTrap, CpuLimitExceeded, MemoryLimitExceeded, MeshError, StackLimitExceeded
+from meshagent.errors import (
+    AgentTrap,
+    CpuLimitExceeded,
+    MemoryLimitExceeded,
+    MeshError,
+    StackLimitExceeded,
+    WallClockLimitExceeded,
+)
 
-__all__ = ["map_trap", "trap_text"]
+__all__ = ["map_trap", "trap_text", "wall_clock_exceeded"]
 
 
 def map_trap(exc: Exception, memory_size: int, limits: SandboxLimits) -> MeshError:
@@ -19,6 +26,8 @@ def map_trap(exc: Exception, memory_size: int, limits: SandboxLimits) -> MeshErr
     headroom = limits.memory_bytes - memory_size
     near_limit = memory_size > 0 and headroom < max(2 << 20, limits.memory_bytes // 16)
     mib = limits.memory_bytes >> 20
+    if code == wasmtime.TrapCode.INTERRUPT:
+        return wall_clock_exceeded(limits)
     if code == wasmtime.TrapCode.STACK_OVERFLOW:
         return StackLimitExceeded(
             f"the agent overflowed its wasm stack of {limits.stack_bytes} bytes (unbounded recursion?); "
@@ -35,6 +44,13 @@ def map_trap(exc: Exception, memory_size: int, limits: SandboxLimits) -> MeshErr
             "raise sandbox.fuel if it needs more"
         )
     return AgentTrap(f"the agent trapped: {text}")
+
+
+def wall_clock_exceeded(limits: SandboxLimits) -> WallClockLimitExceeded:
+    return WallClockLimitExceeded(
+        f"the agent ran for longer than this node's wall-clock limit of {limits.wall_clock_s:g} s "
+        "(sleeps and joins included); raise sandbox.wall_clock_s if it needs longer"
+    )
 
 
 def trap_text(exc: Exception) -> str:

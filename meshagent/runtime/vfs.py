@@ -12,14 +12,21 @@ the files an agent sees at journal position N are always the base files plus
 the writes of entries 0..N-1, wherever it resumes, and a rollback undoes them.
 
 :class:`VirtualFs` is the immutable base content; :class:`FileView` is base +
-overlay (what reads and writes go through); :class:`OpenFiles` is the table
-of open descriptors. Overlay and descriptors are rebuilt by replay and saved
-in memory images.
+:class:`Overlay` (what reads and writes go through); :class:`OpenFiles` is the
+table of open descriptors. Overlay and descriptors are rebuilt by replay and
+saved in memory images.
+
+Sizes come from the agent, so every write is checked against the agent's files
+budget (a running total, kept as the overlay changes) before the host
+allocates a byte, and a write at an offset changes the file in place instead
+of copying it.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -30,6 +37,8 @@ from meshagent.runtime.hostfiles import copy_tree
 __all__ = [
     "VirtualFs",
     "FileView",
+    "Overlay",
+    "Content",
     "overlay_to_wire",
     "overlay_from_wire",
     "OpenFile",
@@ -38,6 +47,7 @@ __all__ = [
     "PREOPEN_NAME",
     "MAX_VFS_BYTES",
     "MAX_VFS_FILES",
+    "MAX_PATH",
 ]
 
 log = logging.getLogger(__name__)
@@ -46,6 +56,8 @@ PREOPEN_FD: Final = 3
 PREOPEN_NAME: Final = "/"
 MAX_VFS_BYTES: Final = 64 << 20
 MAX_VFS_FILES: Final = 10_000
+MAX_PATH: Final = 1024
+"""Longest file path, in bytes (names are not counted in the files budget, so they are bounded here)."""
 MAX_OPEN: Final = 256
 
 
@@ -126,39 +138,143 @@ class VirtualFs:
         return cls(files)
 
 
-class FileView:
-    """The agent's files now: the base :class:`VirtualFs` plus an overlay of writes.
+class _Index:
+    """Running totals of a base plus an overlay: bytes, files, and files below each directory."""
 
-    ``overlay`` is shared, not copied: writes through the view change it.
+    __slots__ = ("base", "bytes", "files", "dirs")
+
+    def __init__(self, base: VirtualFs, total: int, files: int, dirs: Counter[str]) -> None:
+        self.base = base
+        self.bytes = total
+        self.files = files
+        self.dirs = dirs
+
+    @classmethod
+    def build(cls, base: VirtualFs, overlay: Mapping[str, Content | None]) -> _Index:
+        index = cls(base, 0, 0, Counter())
+        for path, data in base.files.items():
+            index.add(path, len(data))
+        for path, data in overlay.items():
+            old = base.files.get(path)
+            if old is not None:
+                index.remove(path, len(old))
+            if data is not None:
+                index.add(path, len(data))
+        return index
+
+    def copy(self) -> _Index:
+        return _Index(self.base, self.bytes, self.files, Counter(self.dirs))
+
+    def add(self, path: str, size: int) -> None:
+        self.bytes += size
+        self.files += 1
+        for parent in _parents(path):
+            self.dirs[parent] += 1
+
+    def remove(self, path: str, size: int) -> None:
+        self.bytes -= size
+        self.files -= 1
+        for parent in _parents(path):
+            self.dirs[parent] -= 1
+            if not self.dirs[parent]:
+                del self.dirs[parent]
+
+
+def _parents(path: str) -> list[str]:
+    parts = path.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts))]
+
+
+class Overlay:
+    """The agent's writes over its base files: path → content, ``None`` for a deleted file.
+
+    A content this overlay created is a bytearray it changes in place, so a write at an
+    offset copies only the bytes written. A content it did not create (decoded from a
+    memory image, given by a tool result, shared with a :meth:`copy`) is immutable here
+    and copied once, at its first change. The totals of base + overlay are kept as the
+    overlay changes, never recomputed per write.
     """
 
-    __slots__ = ("base", "overlay")
+    __slots__ = ("files", "_owned", "_index")
 
-    def __init__(self, base: VirtualFs, overlay: dict[str, bytes | None]) -> None:
+    def __init__(self, files: Mapping[str, Content | None] | None = None) -> None:
+        self.files: dict[str, Content | None] = dict(files) if files else {}
+        self._owned: set[str] = set()
+        self._index: _Index | None = None
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Overlay):
+            return self.files == other.files
+        return isinstance(other, dict) and self.files == other
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def copy(self) -> Overlay:
+        """An overlay with the same files. The two share contents, so from now on neither changes one
+        in place: each copies a content at its first change."""
+        out = Overlay(self.files)
+        out._index = self._index.copy() if self._index is not None else None
+        self._owned.clear()
+        return out
+
+    def to_dict(self) -> dict[str, bytes | None]:
+        """The writes as immutable bytes."""
+        return {p: None if d is None else bytes(d) for p, d in self.files.items()}
+
+
+Content = bytes | bytearray
+"""A file's content as :class:`FileView` hands it out: read it, never keep it across a write."""
+
+_ZEROS: Final = bytes(1 << 20)
+
+
+class FileView:
+    """The agent's files now: the base :class:`VirtualFs` plus an :class:`Overlay` of writes.
+
+    ``overlay`` is shared, not copied: writes through the view change it. Every write checks
+    the sizes it would reach against ``limit`` (bytes) and :data:`MAX_VFS_FILES` *before* it
+    allocates anything, and raises :class:`JournalError` past them.
+    """
+
+    __slots__ = ("base", "overlay", "limit")
+
+    def __init__(self, base: VirtualFs, overlay: Overlay | dict[str, Content | None] | None = None, *,
+                 limit: int = MAX_VFS_BYTES) -> None:
         self.base = base
-        self.overlay = overlay
+        self.overlay = overlay if isinstance(overlay, Overlay) else Overlay(overlay)
+        self.limit = min(limit, MAX_VFS_BYTES)
 
-    def get(self, path: str) -> bytes | None:
-        if path in self.overlay:
-            return self.overlay[path]
+    def _index(self) -> _Index:
+        index = self.overlay._index
+        if index is None or index.base is not self.base:
+            index = self.overlay._index = _Index.build(self.base, self.overlay.files)
+        return index
+
+    def get(self, path: str) -> Content | None:
+        files = self.overlay.files
+        if path in files:
+            return files[path]
         return self.base.files.get(path)
+
+    def size(self, path: str) -> int | None:
+        data = self.get(path)
+        return None if data is None else len(data)
 
     def is_file(self, path: str) -> bool:
         return self.get(path) is not None
 
     def paths(self) -> list[str]:
         """Every file path, sorted."""
-        out = {p for p in self.base.files if self.overlay.get(p, b"") is not None}
-        out.update(p for p, data in self.overlay.items() if data is not None)
+        files = self.overlay.files
+        out = {p for p in self.base.files if files.get(p, b"") is not None}
+        out.update(p for p, data in files.items() if data is not None)
         return sorted(out)
 
     def is_dir(self, path: str) -> bool:
-        if path == "":
-            return True
-        if not self.overlay:
-            return self.base.is_dir(path)
-        prefix = path + "/"
-        return any(p.startswith(prefix) for p in self.paths())
+        return path == "" or self._index().dirs.get(path, 0) > 0
 
     def listdir(self, path: str) -> list[tuple[str, bool]]:
         if not self.overlay:
@@ -169,30 +285,104 @@ class FileView:
         return self.base.resolve(base, path)
 
     def total_bytes(self) -> int:
-        return sum(len(self.get(p) or b"") for p in self.paths())
+        return self._index().bytes
 
-    def put(self, path: str, data: bytes) -> None:
+    def file_count(self) -> int:
+        return self._index().files
+
+    def _reserve(self, path: str, old: int | None, new: int) -> None:
+        """Raise :class:`JournalError` unless ``path`` may go from ``old`` bytes (``None``: absent) to ``new``."""
+        if not path or len(path.encode()) > MAX_PATH or _normalise(path) != path:
+            raise JournalError(f"invalid file path {path[:100]!r} (at most {MAX_PATH} bytes, inside the agent's directory)")
+        index = self._index()
+        grow = new - (old or 0)
+        if grow > 0 and index.bytes + grow > self.limit:
+            raise JournalError(f"writing {path!r} would grow the agent's files past {self.limit} bytes")
+        if old is None and index.files >= MAX_VFS_FILES:
+            raise JournalError(f"creating {path!r} would make the agent's files more than {MAX_VFS_FILES}")
+
+    def _changed(self, path: str, old: int | None, new: int | None) -> None:
+        index = self._index()
+        if old is not None:
+            index.remove(path, old)
+        if new is not None:
+            index.add(path, new)
+
+    def put(self, path: str, data: bytes | bytearray) -> None:
         """Write a whole file; raises :class:`JournalError` past the size limits."""
-        if not path or _normalise(path) != path:
-            raise JournalError(f"invalid file path {path!r}")
-        old = len(self.get(path) or b"")
-        if self.total_bytes() - old + len(data) > MAX_VFS_BYTES or len(self.paths()) >= MAX_VFS_FILES and old == 0:
-            raise JournalError(f"writing {path!r} would grow the agent's files past {MAX_VFS_BYTES} bytes or {MAX_VFS_FILES} files")
-        self.overlay[path] = bytes(data)
+        old = self.size(path)
+        self._reserve(path, old, len(data))
+        self._changed(path, old, len(data))
+        self.overlay.files[path] = bytes(data)
+        self.overlay._owned.discard(path)
+
+    def write_at(self, path: str, offset: int, data: bytes) -> int:
+        """Write ``data`` at ``offset`` (zero-filling a gap), creating the file if needed.
+
+        Checked against the limits before anything is allocated. Returns the bytes the host
+        copied or filled: the data, the gap and, at the first change of a content this
+        overlay did not create, the file itself.
+        """
+        old = self.size(path)
+        size = old or 0
+        end = offset + len(data)
+        self._reserve(path, old, max(size, end))
+        buffer, copied = self._own(path)
+        if offset > size:
+            copied += _zero_fill(buffer, offset - size)
+        buffer[offset:end] = data
+        self._changed(path, old, len(buffer))
+        return copied + len(data)
+
+    def truncate(self, path: str, size: int) -> int:
+        """Cut or zero-extend the file to ``size`` bytes (checked first); returns the bytes copied or filled."""
+        old = self.size(path)
+        self._reserve(path, old, size)
+        buffer, copied = self._own(path)
+        if size < len(buffer):
+            del buffer[size:]
+        else:
+            copied += _zero_fill(buffer, size - len(buffer))
+        self._changed(path, old, size)
+        return copied
+
+    def _own(self, path: str) -> tuple[bytearray, int]:
+        """The file's content as a bytearray this overlay may change in place (and the bytes copied for it)."""
+        files, owned = self.overlay.files, self.overlay._owned
+        current = files.get(path) if path in files else self.base.files.get(path)
+        if path in owned and isinstance(current, bytearray):
+            return current, 0
+        buffer = bytearray(current or b"")
+        files[path] = buffer
+        owned.add(path)
+        return buffer, len(buffer)
 
     def delete(self, path: str) -> bool:
-        if self.get(path) is None:
+        old = self.size(path)
+        if old is None:
             return False
-        self.overlay[path] = None
+        self._changed(path, old, None)
+        self.overlay.files[path] = None
+        self.overlay._owned.discard(path)
         return True
 
     def snapshot_files(self) -> VirtualFs:
         """The current files as an immutable :class:`VirtualFs`."""
-        return VirtualFs({p: self.get(p) or b"" for p in self.paths()})
+        return VirtualFs({p: bytes(self.get(p) or b"") for p in self.paths()})
 
 
-def overlay_to_wire(overlay: dict[str, bytes | None]) -> list[object]:
-    return [[p, d] for p, d in sorted(overlay.items())]
+def _zero_fill(buffer: bytearray, count: int) -> int:
+    """Append ``count`` zero bytes, a megabyte at a time (no temporary as large as the gap)."""
+    left = count
+    while left > 0:
+        step = min(left, len(_ZEROS))
+        buffer += memoryview(_ZEROS)[:step]
+        left -= step
+    return count
+
+
+def overlay_to_wire(overlay: Overlay) -> list[object]:
+    return [[p, None if d is None else bytes(d)] for p, d in sorted(overlay.files.items())]
 
 
 def overlay_from_wire(raw: object) -> dict[str, bytes | None]:

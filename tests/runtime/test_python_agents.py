@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import subprocess
 import sys
 from collections.abc import Callable
@@ -170,3 +171,16 @@ def test_a_python_agents_output_is_limited_while_it_runs() -> None:
     raw = run_component(wasm, args=["flood", "raw"], services=ScriptedLlm(), limits=limits, cache_dir=COMPILED).outcomes[0]
     assert raw.status == "exited", raw.error_message
     assert raw.stdout == b"started\nraw writes done\n"
+
+
+def test_a_python_agents_log_lines_reach_the_operator_log_escaped_and_bounded(caplog: pytest.LogCaptureFixture) -> None:
+    wasm = build_python_cached(Path(__file__).parent / "programs" / "flood.py", BUILD_CACHE).read_bytes()
+    limits = SandboxLimits(log_bytes=20_000)
+    with caplog.at_level(logging.INFO, logger="meshagent.runtime.component_agent"):
+        out = run_component(wasm, args=["flood", "log"], services=ScriptedLlm(), limits=limits, cache_dir=COMPILED).outcomes[0]
+    assert out.status == "exited" and out.stdout == b"started\nlogged\n", out.error_message
+    lines = [r.getMessage() for r in caplog.records if r.name == "meshagent.runtime.component_agent"]
+    logged = [line for line in lines if ": [info] " in line]
+    assert logged and all("\n" not in line and "\x1b" not in line and "\r" not in line for line in lines)
+    assert sum(len(line.split(": [info] ", 1)[1]) for line in logged) <= limits.log_bytes
+    assert len(logged) < 100 and sum("further log lines are dropped" in line for line in lines) == 1

@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from meshagent.errors import ConfigError, JournalError
+from meshagent.runtime.costs import Meter
 from meshagent.runtime.tools.files import FILE_TOOLS, ToolArgsError
 from meshagent.runtime.tools.sections import custom_section, with_custom_section
 from meshagent.runtime.tools.spec import ToolManifest, ToolNeeds, ToolResult, ToolSpec
@@ -14,6 +15,11 @@ from meshagent.runtime.tools.unidiff import PatchError, apply_file_patch, parse_
 from meshagent.runtime.vfs import FileView, VirtualFs
 
 EMPTY_MODULE = b"\0asm\x01\0\0\0"
+
+
+def plenty() -> Meter:
+    """A meter that never runs out (these tests are about what the tools answer)."""
+    return Meter(10**15, tool_memory_bytes=1 << 30, tool_fuel=10**11)
 
 
 def test_manifest_round_trips_through_a_module_section_and_sums_up_needs() -> None:
@@ -66,20 +72,20 @@ def test_patch_tool_applies_all_or_nothing() -> None:
     good = "--- a/a.txt\n+++ b/a.txt\n@@ -1,2 +1,2 @@\n 1\n-2\n+two\n"
     bad = "--- a/b.txt\n+++ b/b.txt\n@@ -1 +1 @@\n-nope\n+y\n"
     with pytest.raises(ToolArgsError):
-        FILE_TOOLS["fs.patch"]({"diff": good + bad}, fs)
+        FILE_TOOLS["fs.patch"]({"diff": good + bad}, fs, plenty())
     assert fs.overlay == {}
-    assert FILE_TOOLS["fs.patch"]({"diff": good}, fs) == {"ok": True, "files": ["a.txt"]}
+    assert FILE_TOOLS["fs.patch"]({"diff": good}, fs, plenty()) == {"ok": True, "files": ["a.txt"]}
     assert fs.get("a.txt") == b"1\ntwo\n"
 
 
 def test_read_ranges_search_and_list() -> None:
     fs = FileView(VirtualFs({"src/a.c": b"one\ntwo\nthree\n", "doc/b.md": b"two words\n"}), {})
-    assert FILE_TOOLS["fs.read"]({"path": "src/a.c", "start": 2, "end": 3}, fs)["text"] == "two\nthree\n"
-    found = FILE_TOOLS["fs.search"]({"pattern": "^t[wh]", "glob": "*.c"}, fs)
+    assert FILE_TOOLS["fs.read"]({"path": "src/a.c", "start": 2, "end": 3}, fs, plenty())["text"] == "two\nthree\n"
+    found = FILE_TOOLS["fs.search"]({"pattern": "^t[wh]", "glob": "*.c"}, fs, plenty())
     assert [(m["path"], m["line"]) for m in found["matches"]] == [("src/a.c", 2), ("src/a.c", 3)]  # type: ignore[index, union-attr]
-    listed = FILE_TOOLS["fs.list"]({"path": "doc"}, fs)
+    listed = FILE_TOOLS["fs.list"]({"path": "doc"}, fs, plenty())
     assert listed["files"] == [{"path": "doc/b.md", "bytes": 10}]
     with pytest.raises(ToolArgsError):
-        FILE_TOOLS["fs.search"]({"pattern": "("}, fs)
+        FILE_TOOLS["fs.search"]({"pattern": "("}, fs, plenty())
     with pytest.raises(ToolArgsError):
-        FILE_TOOLS["fs.read"]({"path": "missing"}, fs)
+        FILE_TOOLS["fs.read"]({"path": "missing"}, fs, plenty())

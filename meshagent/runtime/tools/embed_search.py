@@ -3,7 +3,9 @@
 Files are cut into chunks of ``chunk_lines`` lines; each chunk and the query
 are embedded (the node's ONNX embedder, through the host services) and ranked
 by cosine similarity. Chunk embeddings are cached in memory by content hash,
-so repeated searches over the same files embed only what changed.
+so repeated searches over the same files embed only what changed. Every chunk
+and the query are charged to the agent as embedded text (cached or not: what
+an agent pays does not depend on what other agents searched before).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Final
 
+from meshagent.runtime.costs import FUEL_PER_BYTE, FUEL_PER_EMBED, FUEL_PER_EMBEDDED_BYTE, Meter
 from meshagent.runtime.tools.files import ToolArgsError, _int, _selected, text_of
 from meshagent.runtime.vfs import FileView
 
@@ -48,7 +51,11 @@ def _embedded(embed: EmbedFn, text: str) -> tuple[float, ...]:
     return vector
 
 
-def embed_search(args: Mapping[str, object], fs: FileView, embed: EmbedFn) -> dict[str, object]:
+def _charge_embedding(meter: Meter, text: str) -> None:
+    meter.charge(FUEL_PER_EMBED + len(text.encode()) * FUEL_PER_EMBEDDED_BYTE, "embed.search")
+
+
+def embed_search(args: Mapping[str, object], fs: FileView, embed: EmbedFn, meter: Meter) -> dict[str, object]:
     """``{"query": "...", "k": 3, "path": "", "glob": "*.c", "chunk_lines": 20}`` → the k closest chunks."""
     query = args.get("query")
     if not isinstance(query, str) or not query.strip() or len(query) > MAX_QUERY:
@@ -56,8 +63,9 @@ def embed_search(args: Mapping[str, object], fs: FileView, embed: EmbedFn) -> di
     k = _int(args, "k", 3, 1, 50)
     size = _int(args, "chunk_lines", 20, 1, 400)
     chunks: list[tuple[str, int, int, str]] = []
-    for path in _selected(fs, args):
+    for path in _selected(fs, args, meter):
         data = fs.get(path) or b""
+        meter.charge(len(data) * FUEL_PER_BYTE, "embed.search")
         if b"\0" in data[:4096]:
             continue  # binary
         lines = text_of(data).splitlines()
@@ -67,9 +75,11 @@ def embed_search(args: Mapping[str, object], fs: FileView, embed: EmbedFn) -> di
                 chunks.append((path, start + 1, min(start + size, len(lines)), text))
         if len(chunks) > MAX_CHUNKS:
             raise ToolArgsError(f"more than {MAX_CHUNKS} chunks to embed: narrow 'path' or 'glob', or raise 'chunk_lines'")
+    _charge_embedding(meter, query)
     q = _embedded(embed, query)
     scored = []
     for path, start, end, text in chunks:
+        _charge_embedding(meter, text)
         v = _embedded(embed, text)
         if len(v) != len(q):
             raise ToolArgsError("the embedder returned vectors of different sizes")

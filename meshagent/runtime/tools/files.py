@@ -1,31 +1,38 @@
 """Built-in tools over the agent's files: list, read, search, write, patch.
 
-Each takes its JSON arguments and a :class:`~meshagent.runtime.vfs.FileView`
+Each takes its JSON arguments, a :class:`~meshagent.runtime.vfs.FileView`
 (the agent's files; writes go to the view's overlay and come back to the
-agent as the tool result's writes) and returns the JSON answer as a dict.
-Paths are relative to the agent's directory; one that climbs out of it is
-refused. Regex search uses the ``regex`` package with a timeout, so a
-pathological pattern ends the call, not the node's worker.
+agent as the tool result's writes) and the :class:`~meshagent.runtime.costs.Meter`
+its work is charged to, and returns the JSON answer as a dict. Paths are
+relative to the agent's directory; one that climbs out of it is refused.
+
+Regex search uses the ``regex`` package under one deadline per call
+(:data:`SEARCH_TIMEOUT_S`, whatever the number of lines), so a pathological
+pattern ends the call, not the node's worker; the bytes it searches are
+charged before it searches them.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import time
 from collections.abc import Callable, Mapping
 from typing import Final
 
 import regex  # type: ignore[import-untyped]
 
 from meshagent.errors import JournalError, MeshError
+from meshagent.runtime.costs import FUEL_PER_BYTE, FUEL_PER_FILE, FUEL_PER_SEARCHED_BYTE, Meter
 from meshagent.runtime.tools.unidiff import PatchError, apply_file_patch, parse_unified_diff
 from meshagent.runtime.vfs import FileView
 
-__all__ = ["ToolArgsError", "FILE_TOOLS", "clean_path", "text_of"]
+__all__ = ["ToolArgsError", "FILE_TOOLS", "clean_path", "text_of", "SEARCH_TIMEOUT_S"]
 
 MAX_READ: Final = 256 << 10
 MAX_MATCHES: Final = 1000
 MAX_PATTERN: Final = 1000
-REGEX_TIMEOUT_S: Final = 2.0
+SEARCH_TIMEOUT_S: Final = 2.0
+"""The longest one ``fs.search`` call may run its pattern, over all its files and lines together."""
 
 
 class ToolArgsError(MeshError):
@@ -43,7 +50,7 @@ def clean_path(fs: FileView, raw: object, *, allow_root: bool = False) -> str:
     return path
 
 
-def text_of(data: bytes) -> str:
+def text_of(data: bytes | bytearray) -> str:
     return data.decode("utf-8", "replace")
 
 
@@ -56,7 +63,7 @@ def _int(args: Mapping[str, object], key: str, default: int, low: int, high: int
     return value
 
 
-def _selected(fs: FileView, args: Mapping[str, object]) -> list[str]:
+def _selected(fs: FileView, args: Mapping[str, object], meter: Meter) -> list[str]:
     """Files under ``path`` (a directory or a file) whose name matches ``glob``."""
     root = clean_path(fs, args.get("path", ""), allow_root=True)
     glob = args.get("glob")
@@ -65,6 +72,7 @@ def _selected(fs: FileView, args: Mapping[str, object]) -> list[str]:
     if fs.is_file(root):
         paths = [root]
     else:
+        meter.charge(fs.file_count() * FUEL_PER_FILE, "selecting files")
         prefix = f"{root}/" if root else ""
         paths = [p for p in fs.paths() if p.startswith(prefix)]
     if glob:
@@ -72,17 +80,18 @@ def _selected(fs: FileView, args: Mapping[str, object]) -> list[str]:
     return paths
 
 
-def fs_list(args: Mapping[str, object], fs: FileView) -> dict[str, object]:
+def fs_list(args: Mapping[str, object], fs: FileView, meter: Meter) -> dict[str, object]:
     """``{"path": "src", "glob": "*.c"}`` → every file below, with its size."""
-    return {"ok": True, "files": [{"path": p, "bytes": len(fs.get(p) or b"")} for p in _selected(fs, args)]}
+    return {"ok": True, "files": [{"path": p, "bytes": fs.size(p) or 0} for p in _selected(fs, args, meter)]}
 
 
-def fs_read(args: Mapping[str, object], fs: FileView) -> dict[str, object]:
+def fs_read(args: Mapping[str, object], fs: FileView, meter: Meter) -> dict[str, object]:
     """``{"path": "a.c", "start": 10, "end": 20}`` → lines 10..20 (1-based, inclusive) as text."""
     path = clean_path(fs, args.get("path"))
     data = fs.get(path)
     if data is None:
         raise ToolArgsError(f"no file {path!r} in the agent's directory")
+    meter.charge(FUEL_PER_FILE + len(data) * FUEL_PER_BYTE, "fs.read")
     lines = text_of(data).splitlines(keepends=True)
     start = _int(args, "start", 1, 1, max(1, len(lines)))
     end = _int(args, "end", len(lines), start - 1, 1 << 31)
@@ -94,8 +103,12 @@ def fs_read(args: Mapping[str, object], fs: FileView) -> dict[str, object]:
     return {"ok": True, "path": path, "start": start, "end": end, "lines": len(lines), "text": text, "truncated": truncated}
 
 
-def fs_search(args: Mapping[str, object], fs: FileView) -> dict[str, object]:
-    """``{"pattern": "TODO|FIXME", "path": "", "glob": "*.c", "ignore_case": false}`` → matching lines."""
+def fs_search(args: Mapping[str, object], fs: FileView, meter: Meter, *,
+              clock: Callable[[], float] = time.monotonic) -> dict[str, object]:
+    """``{"pattern": "TODO|FIXME", "path": "", "glob": "*.c", "ignore_case": false}`` → matching lines.
+
+    One deadline for the whole call (``clock`` is ``time.monotonic``): each line gets what is left
+    of it, so a pattern that is slow on every line ends the call once, not once per line."""
     pattern = args.get("pattern")
     if not isinstance(pattern, str) or not pattern or len(pattern) > MAX_PATTERN:
         raise ToolArgsError(f"'pattern' must be a regular expression of 1..{MAX_PATTERN} characters")
@@ -107,23 +120,33 @@ def fs_search(args: Mapping[str, object], fs: FileView) -> dict[str, object]:
         raise ToolArgsError(f"bad regular expression {pattern!r}: {exc}") from exc
     matches: list[dict[str, object]] = []
     truncated = False
-    for path in _selected(fs, args):
-        text = text_of(fs.get(path) or b"")
-        try:
-            for number, line in enumerate(text.splitlines(), 1):
-                if compiled.search(line, timeout=REGEX_TIMEOUT_S):
-                    if len(matches) >= limit:
-                        truncated = True
-                        break
-                    matches.append({"path": path, "line": number, "text": line[:500]})
-        except TimeoutError as exc:
-            raise ToolArgsError(f"the pattern {pattern!r} took longer than {REGEX_TIMEOUT_S} s on {path}") from exc
+    deadline = clock() + SEARCH_TIMEOUT_S
+    if meter.deadline is not None:
+        deadline = min(deadline, meter.deadline)  # the agent's own wall-clock limit comes first
+    for path in _selected(fs, args, meter):
+        data = fs.get(path) or b""
+        meter.charge(len(data) * (FUEL_PER_BYTE + FUEL_PER_SEARCHED_BYTE), "fs.search")
+        for number, line in enumerate(text_of(data).splitlines(), 1):
+            left = deadline - clock()
+            try:
+                if left <= 0:
+                    raise TimeoutError
+                found = compiled.search(line, timeout=left)
+            except TimeoutError as exc:
+                raise ToolArgsError(
+                    f"the search for {pattern[:100]!r} ran out of its {SEARCH_TIMEOUT_S:g} s (it stopped at {path} "
+                    f"line {number}); use a simpler pattern, or narrow 'path' or 'glob'") from exc
+            if found:
+                if len(matches) >= limit:
+                    truncated = True
+                    break
+                matches.append({"path": path, "line": number, "text": line[:500]})
         if truncated:
             break
     return {"ok": True, "matches": matches, "truncated": truncated}
 
 
-def fs_write(args: Mapping[str, object], fs: FileView) -> dict[str, object]:
+def fs_write(args: Mapping[str, object], fs: FileView, meter: Meter) -> dict[str, object]:
     """``{"path": "REVIEW.md", "text": "...", "append": false}`` → writes (creates) the file."""
     path = clean_path(fs, args.get("path"))
     text = args.get("text")
@@ -131,7 +154,10 @@ def fs_write(args: Mapping[str, object], fs: FileView) -> dict[str, object]:
         raise ToolArgsError("'text' must be a string")
     if fs.is_dir(path):
         raise ToolArgsError(f"{path!r} is a directory")
-    data = ((fs.get(path) or b"") if args.get("append") else b"") + text.encode()
+    old = fs.get(path) if args.get("append") else None
+    added = text.encode()
+    meter.charge(FUEL_PER_FILE + (len(old or b"") + len(added)) * FUEL_PER_BYTE, "fs.write")
+    data = bytes(old or b"") + added
     try:
         fs.put(path, data)
     except JournalError as exc:
@@ -139,11 +165,14 @@ def fs_write(args: Mapping[str, object], fs: FileView) -> dict[str, object]:
     return {"ok": True, "path": path, "bytes": len(data)}
 
 
-def fs_patch(args: Mapping[str, object], fs: FileView) -> dict[str, object]:
-    """``{"diff": "--- a/x.c\\n+++ b/x.c\\n@@ ..."}`` → applies every file patch, or none."""
+def fs_patch(args: Mapping[str, object], fs: FileView, meter: Meter) -> dict[str, object]:
+    """``{"diff": "--- a/x.c\\n+++ b/x.c\\n@@ ..."}`` → applies every file patch, or none.
+
+    Linear in the diff and the files it touches: each file is read, patched and written once."""
     diff = args.get("diff")
     if not isinstance(diff, str):
         raise ToolArgsError("'diff' must be a unified diff (a string)")
+    meter.charge(len(diff) * FUEL_PER_BYTE, "fs.patch")
     try:
         patches = parse_unified_diff(diff)
         staged: list[tuple[str, str | None]] = []
@@ -152,7 +181,9 @@ def fs_patch(args: Mapping[str, object], fs: FileView) -> dict[str, object]:
             target = clean_path(fs, patch.new_path) if patch.new_path is not None else None
             if source is not None and not fs.is_file(source):
                 raise PatchError(f"the diff changes {source!r}, which does not exist")
-            original = text_of(fs.get(source) or b"") if source is not None else ""
+            raw = fs.get(source) if source is not None else None
+            meter.charge(FUEL_PER_FILE + len(raw or b"") * FUEL_PER_BYTE, "fs.patch")
+            original = text_of(raw or b"")
             patched = apply_file_patch(original, patch)
             if source is not None and source != target:
                 staged.append((source, None))
@@ -168,7 +199,7 @@ def fs_patch(args: Mapping[str, object], fs: FileView) -> dict[str, object]:
     return {"ok": True, "files": sorted({p for p, _ in staged})}
 
 
-FILE_TOOLS: Final[dict[str, Callable[[Mapping[str, object], FileView], dict[str, object]]]] = {
+FILE_TOOLS: Final[dict[str, Callable[[Mapping[str, object], FileView, Meter], dict[str, object]]]] = {
     "fs.list": fs_list,
     "fs.read": fs_read,
     "fs.search": fs_search,

@@ -4,7 +4,8 @@
 whose manifest does not declare ``lines`` reaches the node's host services,
 which run the shipped tool here over the files given *in the arguments* (the
 agent's own directory is not mounted: only its manifest's tools see it).
-The result is journaled by the agent like any other tool result.
+The result is journaled by the agent like any other tool result, and the run
+is charged to the calling agent's meter like its own tools.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Final
 
 from meshagent.errors import BuildError, MeshError
+from meshagent.runtime.costs import Meter
 from meshagent.runtime.tools.registry import ToolBox
 from meshagent.runtime.tools.runtime import ToolRuntime, default_tool_runtime
 from meshagent.runtime.tools.spec import ToolManifest
@@ -57,8 +59,8 @@ class NodeTools:
                 self._manifest = ToolManifest(tuple(specs))
             return self._manifest
 
-    def call(self, agent_id: str, name: str, args: bytes) -> bytes:
-        """Run a shipped tool over inline files; unknown names raise :class:`MeshError`."""
+    def call(self, agent_id: str, name: str, args: bytes, meter: Meter) -> bytes:
+        """Run a shipped tool over inline files, charged to ``meter``; unknown names raise :class:`MeshError`."""
         if name not in SHIPPED:
             raise MeshError(f"no tool named {name!r} is installed on this node (it offers {', '.join(SHIPPED)}); "
                             "declare the agent's own tools in its manifest (meshagent build --tools)")
@@ -80,4 +82,4 @@ class NodeTools:
             raise MeshError(f"{name}: invalid inline files: {exc}") from exc
         box = ToolBox(agent_id=agent_id, manifest=manifest, carried={}, modules=self._runtime.modules,
                       store=self._runtime.store, services=_NoServices())  # type: ignore[arg-type]
-        return box.call(name, json.dumps({"args": parsed.get("args", [])}).encode(), FileView(base, {})).answer
+        return box.call(name, json.dumps({"args": parsed.get("args", [])}).encode(), FileView(base, {}), meter).answer

@@ -16,6 +16,12 @@ Every call returns a :class:`~meshagent.runtime.tools.spec.ToolResult`;
 a tool that fails — bad arguments, a limit, a trap — answers
 ``{"ok": false, "error": ...}`` and the agent goes on. The caller (the
 ``mesh`` ABI) journals the result, so none of this runs again on replay.
+
+The work a call does is charged to a :class:`~meshagent.runtime.costs.Meter`
+that the agent pays from its own fuel: bytes and files for the built-in
+tools, the fuel a WASI tool burns (whose memory and fuel are clamped to the
+node's ``[sandbox]`` caps, and its fuel to what the agent has left). An agent
+that cannot pay ends with :class:`~meshagent.errors.CpuLimitExceeded`.
 """
 
 from __future__ import annotations
@@ -25,14 +31,15 @@ import logging
 from collections.abc import Mapping
 from typing import Final
 
-from meshagent.errors import MeshError
-from meshagent.runtime.services import HostServices, Suspend
+from meshagent.errors import LimitExceeded, MeshError
+from meshagent.runtime.costs import FUEL_PER_BYTE, Meter
+from meshagent.runtime.services import HostServices, MeteredTools, Suspend
 from meshagent.runtime.tools.embed_search import embed_search
 from meshagent.runtime.tools.files import FILE_TOOLS, ToolArgsError
 from meshagent.runtime.tools.spec import ToolManifest, ToolResult, ToolSpec, error_result, json_result
 from meshagent.runtime.tools.store import ToolStore
 from meshagent.runtime.tools.wasi_tool import ToolModules, run_wasi_tool
-from meshagent.runtime.vfs import FileView
+from meshagent.runtime.vfs import Content, FileView
 
 __all__ = ["ToolBox", "BUILTIN_TOOLS", "MAX_TOOL_ARGS"]
 
@@ -43,8 +50,8 @@ MAX_TOOL_ARGS: Final = 1 << 20
 MAX_ARGV: Final = 256
 
 
-def _writes(before: Mapping[str, bytes | None], after: Mapping[str, bytes | None]) -> tuple[tuple[str, bytes | None], ...]:
-    return tuple((p, d) for p, d in sorted(after.items()) if p not in before or before[p] is not d)
+def _writes(before: Mapping[str, Content | None], after: Mapping[str, Content | None]) -> tuple[tuple[str, bytes | None], ...]:
+    return tuple((p, None if d is None else bytes(d)) for p, d in sorted(after.items()) if p not in before or before[p] is not d)
 
 
 class ToolBox:
@@ -69,27 +76,34 @@ class ToolBox:
         self.executions = 0
         """Tool runs made live by this box (replayed calls never run: tests count this)."""
 
-    def call(self, name: str, args: bytes, fs: FileView) -> ToolResult:
-        """Run tool ``name``; writes go to a copy of ``fs``'s overlay and come back as the result's writes."""
+    def call(self, name: str, args: bytes, fs: FileView, meter: Meter) -> ToolResult:
+        """Run tool ``name``; writes go to a copy of ``fs``'s overlay and come back as the result's writes.
+
+        The work is charged to ``meter``; a limit of the agent's own (its fuel) ends the agent."""
+        meter.charge(len(args) * FUEL_PER_BYTE, f"tool {name}")
         if name == "sys.echo":
             self.executions += 1
             return ToolResult(args)
-        scratch = FileView(fs.base, dict(fs.overlay))
         try:
             spec = self.manifest.get(name)
             if name in FILE_TOOLS or name == "embed.search" or spec is not None:
                 self.executions += 1
+                scratch = FileView(fs.base, fs.overlay.copy(), limit=fs.limit)
                 parsed = self._json(args)
                 if name in FILE_TOOLS:
-                    answer = FILE_TOOLS[name](parsed, scratch)
+                    answer = FILE_TOOLS[name](parsed, scratch, meter)
                 elif name == "embed.search":
-                    answer = embed_search(parsed, scratch, lambda text: self._services.embed(self.agent_id, text))
+                    answer = embed_search(parsed, scratch, lambda text: self._services.embed(self.agent_id, text), meter)
                 else:
                     assert spec is not None
-                    answer = self._wasi(spec, parsed, scratch)
-                return json_result(answer, _writes(fs.overlay, scratch.overlay))
+                    answer = self._wasi(spec, parsed, scratch, meter)
+                writes = _writes(fs.overlay.files, scratch.overlay.files)
+                meter.charge(sum(len(d or b"") for _, d in writes) * FUEL_PER_BYTE, f"tool {name}")
+                return json_result(answer, writes)
+            if isinstance(self._services, MeteredTools):
+                return ToolResult(bytes(self._services.tool_metered(self.agent_id, name, args, meter)))
             return ToolResult(bytes(self._services.tool(self.agent_id, name, args)))
-        except Suspend:
+        except (Suspend, LimitExceeded):
             raise
         except MeshError as exc:
             return error_result(f"{name}: {exc}")
@@ -111,7 +125,7 @@ class ToolBox:
             raise ToolArgsError("arguments must be a JSON object")
         return value
 
-    def _wasi(self, spec: ToolSpec, args: Mapping[str, object], fs: FileView) -> dict[str, object]:
+    def _wasi(self, spec: ToolSpec, args: Mapping[str, object], fs: FileView, meter: Meter) -> dict[str, object]:
         argv = args.get("args", [])
         if not isinstance(argv, list) or len(argv) > MAX_ARGV or not all(isinstance(a, str) for a in argv):
             raise ToolArgsError(f"'args' must be a list of at most {MAX_ARGV} strings")
@@ -119,8 +133,10 @@ class ToolBox:
         if wasm is None:
             raise ToolArgsError(f"the module of tool {spec.name!r} ({spec.sha256[:16]}…) is not available on this node")
         compiled = self._modules.compile(spec.sha256, wasm)
+        memory_bytes, fuel = meter.tool_limits(spec.memory_bytes, spec.fuel)
         run = run_wasi_tool(self._modules, compiled, argv=(spec.name, *argv), fs=fs,
-                            memory_bytes=spec.memory_bytes, fuel=spec.fuel)
+                            memory_bytes=memory_bytes, fuel=fuel, deadline=meter.deadline)
+        meter.charge(run.fuel_used, f"tool {spec.name}")
         if run.error is not None:
             log.info("agent %s: tool %s stopped: %s", self.agent_id, spec.name, run.error)
         return {

@@ -1,7 +1,9 @@
 """Running a WASI command-line program as a tool, in a sandbox of its own.
 
-A tool run gets a fresh wasmtime ``Store`` with the tool's own limits (fuel,
-linear memory, output bytes), the agent's files mounted as its preopened
+A tool run gets a fresh wasmtime ``Store`` with the limits its caller gives it
+(fuel, linear memory, output bytes; the tool registry clamps the manifest's
+asks to the node's caps and the agent's fuel, and stops the run at the agent's
+wall-clock deadline), the agent's files mounted as its preopened
 ``/`` (a :class:`~meshagent.runtime.vfs.FileView` over a *copy* of the
 agent's overlay: what the tool writes comes back as the result's writes),
 a fixed clock, seeded randomness, an empty environment and no stdin. It cannot
@@ -30,8 +32,10 @@ import wasmtime
 from meshagent.config import SandboxLimits
 from meshagent.errors import AgentExit, MemoryLimitExceeded, MeshError, ModuleError
 from meshagent.runtime.compile_cache import read_compiled, write_compiled
+from meshagent.runtime.costs import out_of_fuel
 from meshagent.runtime.guest_memory import GuestMemory
 from meshagent.runtime.host_state import HostState
+from meshagent.runtime.modules import _CACHE_TAG, epoch_ticks
 from meshagent.runtime.traps import map_trap, trap_text
 from meshagent.runtime.vfs import FileView
 from meshagent.runtime.wasi import MODULE as WASI_MODULE
@@ -83,12 +87,12 @@ class _Run:
 
     world = _WORLD
 
-    def __init__(self, argv: tuple[str, ...], fs: FileView, output_bytes: int) -> None:
+    def __init__(self, argv: tuple[str, ...], fs: FileView, limits: SandboxLimits) -> None:
         self.argv = argv
         self.env: tuple[tuple[str, str], ...] = ()
         self.fs = fs
         self.state = HostState()
-        self.limits = SandboxLimits(output_bytes=output_bytes)
+        self.limits = limits
         self.calls = 0
         self.caller: wasmtime.Caller | None = None
         self.memory: wasmtime.Memory | None = None
@@ -99,6 +103,20 @@ class _Run:
     @property
     def position(self) -> int:
         return self.calls
+
+    def sleep(self, seconds: float) -> None:
+        return None  # a tool's clock is fixed: its sleeps take no time
+
+    def charge(self, units: int, what: str) -> None:
+        """Host work inside the tool is paid from the tool's fuel (which its agent pays for)."""
+        caller = self.caller
+        if units <= 0 or caller is None:
+            return
+        left = wasmtime.Store.get_fuel(caller)  # type: ignore[arg-type]
+        if units > left:
+            wasmtime.Store.set_fuel(caller, 0)  # type: ignore[arg-type]
+            raise out_of_fuel(self.limits.fuel, what)
+        wasmtime.Store.set_fuel(caller, left - units)  # type: ignore[arg-type]
 
     def mem(self) -> GuestMemory:
         assert self.caller is not None
@@ -203,7 +221,7 @@ class ToolModules:
         return module
 
     def _load(self, sha256: str, wasm: bytes) -> wasmtime.Module:
-        path = self._dir / f"{sha256}.tool.cwasm" if self._dir is not None else None
+        path = self._dir / f"{sha256}.{_CACHE_TAG}.tool.cwasm" if self._dir is not None else None
         cached = read_compiled(path, lambda file: wasmtime.Module.deserialize_file(self._engine, file), "compiled-tool")
         if cached is not None:
             return cached
@@ -217,15 +235,18 @@ class ToolModules:
 
 
 def run_wasi_tool(modules: ToolModules, module: wasmtime.Module, *, argv: tuple[str, ...], fs: FileView,
-                  memory_bytes: int, fuel: int, output_bytes: int = MAX_TOOL_OUTPUT) -> WasiToolRun:
-    """Run a compiled tool to its end under its limits. Limits and traps end the run, never the caller."""
+                  memory_bytes: int, fuel: int, output_bytes: int = MAX_TOOL_OUTPUT,
+                  deadline: float | None = None) -> WasiToolRun:
+    """Run a compiled tool to its end under its limits (and until ``deadline``, a ``time.monotonic()``).
+    Limits and traps end the run, never the caller."""
     if _current.run is not None:
         raise ModuleError("a WASI tool cannot run another tool")
-    run = _Run(argv, fs, output_bytes)
     limits = SandboxLimits(fuel=fuel, memory_bytes=memory_bytes, output_bytes=output_bytes)
+    run = _Run(argv, fs, limits)
     store = wasmtime.Store(modules.engine)
     store.set_limits(memory_size=memory_bytes, table_elements=10_000, instances=1, tables=2, memories=1)
     store.set_fuel(fuel)
+    store.set_epoch_deadline(epoch_ticks(modules.engine, deadline))
     _current.run = run
     exit_code: int | None = None
     error: str | None = None

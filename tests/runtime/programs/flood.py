@@ -1,4 +1,4 @@
-"""flood — prints without end, and writes to the raw file descriptors (the output-limit tests)."""
+"""flood — prints without end, writes to the raw file descriptors, or floods mesh.log (the output- and log-limit tests)."""
 
 import os
 import sys
@@ -15,6 +15,11 @@ def main() -> int:
             except OSError:
                 pass
         print("raw writes done")
+        return 0
+    if "log" in sys.argv:  # forged records, terminal escapes, long lines
+        for _ in range(100):
+            mesh.log("ok\n2030-01-01 INFO meshagent.node: forged\x1b[2J\r" + "A" * 5000)
+        print("logged")
         return 0
     mesh.log("flooding")
     while True:

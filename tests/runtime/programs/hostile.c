@@ -1,8 +1,11 @@
 /* Hostile behaviours, chosen by argv[1]. */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "meshagent.h"
 
 #define WASI(name) __attribute__((import_module("wasi_snapshot_preview1"), import_name(name)))
@@ -14,6 +17,7 @@ WASI("args_get") int32_t raw_args_get(int32_t, int32_t);
 WASI("path_open") int32_t raw_path_open(int32_t, int32_t, int32_t, int32_t, int32_t, int64_t, int64_t, int32_t, int32_t);
 WASI("fd_readdir") int32_t raw_fd_readdir(int32_t, int32_t, int32_t, int64_t, int32_t);
 WASI("poll_oneoff") int32_t raw_poll_oneoff(int32_t, int32_t, int32_t, int32_t);
+WASI("sched_yield") int32_t raw_sched_yield(void);
 
 #define BAD ((int32_t)0xFFFFFFF0)
 #define HUGE 0x7FFFFFF0
@@ -22,6 +26,33 @@ static volatile int sink;
 static char *volatile keep;
 
 static int recurse(int n) { volatile char pad[256]; pad[0] = (char)n; return recurse(n + 1) + pad[0]; }
+
+#define FAR ((off_t)1 << 30)
+
+/* Attacks on the host's memory through sizes and offsets of file calls: each must be refused
+ * (EFBIG) without the host allocating what they ask for. Prints what each call answered. */
+static int file_attacks(const char *what) {
+    int fd = open("big", O_CREAT | O_RDWR, 0644);
+    if (fd < 0) { printf("open: %s\n", strerror(errno)); return 1; }
+    long r = 0;
+    if (!strcmp(what, "set_size")) r = ftruncate(fd, FAR);
+    if (!strcmp(what, "pwrite_far")) r = pwrite(fd, "x", 1, FAR);
+    if (!strcmp(what, "seek_write")) {
+        if (lseek(fd, FAR, SEEK_SET) != FAR) { printf("lseek: %s\n", strerror(errno)); return 1; }
+        r = write(fd, "x", 1);
+    }
+    if (!strcmp(what, "iov_flood")) {  /* 1024 iovecs, each over the whole memory */
+        static int32_t iov[2 * 1024];
+        int32_t size = (int32_t)(__builtin_wasm_memory_size(0) * 65536);
+        for (int i = 0; i < 1024; i++) { iov[2 * i] = 0; iov[2 * i + 1] = size; }
+        int32_t n = 0;
+        int32_t err = raw_fd_write(fd, (int32_t)(intptr_t)iov, 1024, (int32_t)(intptr_t)&n);
+        r = err ? -1 : n;
+        errno = err;
+    }
+    printf("%s: %ld %s\n", what, r, r < 0 ? strerror(errno) : "ok");
+    return r < 0 ? 0 : 3;
+}
 
 int main(int argc, char **argv) {
     const char *what = argc > 1 ? argv[1] : "";
@@ -55,6 +86,25 @@ int main(int argc, char **argv) {
     if (!strcmp(what, "join_out")) { if (mesh_fork(1) == 0) return 0; return mesh_join(0, (char *)BAD, 100); }
     if (!strcmp(what, "join_index")) return mesh_join(5, ok, sizeof ok);
     if (!strcmp(what, "log")) { mesh_log(1, (const char *)BAD, 10); return 0; }
+    if (!strcmp(what, "set_size") || !strcmp(what, "pwrite_far") || !strcmp(what, "seek_write") ||
+        !strcmp(what, "iov_flood")) return file_attacks(what);
+    if (!strcmp(what, "sleep")) { for (;;) sleep(30); }
+    if (!strcmp(what, "large_then_spin")) {  /* a step only a large model takes (placement moves it), then spin */
+        const char *opts = "model=size>=large;privacy=any;max_tokens=4";
+        mesh_llm_options(opts, (int32_t)strlen(opts));
+        char out[64];
+        mesh_llm("hello", 5, out, sizeof out);
+        for (;;) { for (int i = 0; i < 10000000; i++) sink++; raw_sched_yield(); }  /* a host call now and then */
+    }
+    if (!strcmp(what, "log_flood")) {  /* forged records, terminal escapes, one huge line, many lines */
+        static char line[100000];
+        memset(line, 'A', sizeof line);
+        const char *forged = "ok\n2030-01-01 INFO meshagent.node: agent 000000000000 finished\x1b[2J\r";
+        memcpy(line, forged, strlen(forged));
+        for (int i = 0; i < 200; i++) mesh_log(1, line, (int32_t)sizeof line);
+        puts("logged");
+        return 0;
+    }
     printf("unknown behaviour %s\n", what);
     return 2;
 }
