@@ -38,7 +38,15 @@ from meshagent.net.addresses import concrete_addrs
 from meshagent.node.identity import Identity
 from meshagent.protocol.signed import PeerId
 
-__all__ = ["GOSSIP_PROTOCOLS", "MeshHost", "Stream", "open_host", "pick_listen_addrs", "split_p2p_addr"]
+__all__ = [
+    "GOSSIP_PROTOCOLS",
+    "GossipMessage",
+    "MeshHost",
+    "Stream",
+    "open_host",
+    "pick_listen_addrs",
+    "split_p2p_addr",
+]
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +109,13 @@ def split_p2p_addr(addr: str) -> tuple[PeerId, str]:
     except Exception as exc:  # multiaddr/libp2p raise assorted types on bad input
         raise NodeError(f"not a dialable /p2p/ multiaddr: {addr!r} ({exc})") from exc
     return PeerId(info.peer_id.to_base58()), str(info.addrs[0])
+
+
+@dataclass(frozen=True, slots=True)
+class GossipMessage:
+    publisher: PeerId
+    """The peer that published the message (gossipsub verified its signature)."""
+    data: bytes
 
 
 @dataclass(slots=True)
@@ -234,13 +249,14 @@ class MeshHost:
         await self._pubsub.publish(topic, data)
 
     @asynccontextmanager
-    async def subscribe(self, topic: str) -> AsyncIterator[Callable[[], Awaitable[bytes]]]:
-        """Subscribe to a topic; yields ``receive()`` returning the next message's data."""
+    async def subscribe(self, topic: str) -> AsyncIterator[Callable[[], Awaitable[GossipMessage]]]:
+        """Subscribe to a topic; yields ``receive()`` returning the next message (publisher and data)."""
         sub = await self._pubsub.subscribe(topic)
 
-        async def receive() -> bytes:
+        async def receive() -> GossipMessage:
             msg = await sub.get()
-            return bytes(msg.data)
+            # gossipsub checks the publisher's signature over every message (strict signing).
+            return GossipMessage(PeerId(ID(msg.from_id).to_base58()), bytes(msg.data))
 
         try:
             yield receive

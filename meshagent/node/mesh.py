@@ -90,10 +90,10 @@ class MeshService:
     async def _receive_adverts(self, receive: object) -> None:
         while True:
             try:
-                data = await receive()  # type: ignore[operator]
+                msg = await receive()  # type: ignore[operator]
             except trio.EndOfChannel:
                 return
-            self._members.accept(data, via="gossip")
+            self._members.accept(msg.data, via="gossip", source=msg.publisher)
             await trio.lowlevel.checkpoint()
 
     async def _expire_loop(self) -> None:
@@ -130,16 +130,17 @@ class MeshService:
             match msg:
                 case PeerExchange(adverts):
                     await stream.send_frame(self._px_message())
-                    self._take(adverts, via=f"exchange with {stream.peer}")
+                    self._take(adverts, source=stream.peer)
                     self._exchanged[stream.peer] = trio.current_time()
                 case Bye(goodbye):
                     self._members.accept_goodbye(goodbye)
                     self._exchanged.pop(stream.peer, None)
         await stream.close()
 
-    def _take(self, adverts: Sequence[bytes], *, via: str) -> None:
+    def _take(self, adverts: Sequence[bytes], *, source: PeerId) -> None:
+        """Adverts from a peer exchange with ``source``: those of other peers count against its share."""
         for blob in adverts:
-            self._members.accept(blob, via=via)
+            self._members.accept(blob, via=f"exchange with {source}", source=source)
 
     async def rtt_probe(self) -> float | None:
         """Round trip of one peer-exchange request to a connected peer, in ms (a baseline)."""
@@ -167,7 +168,7 @@ class MeshService:
             log.debug("peer exchange with %s failed: %s", peer, exc)
             return False
         if isinstance(reply, PeerExchange):
-            self._take(reply.adverts, via=f"exchange with {peer}")
+            self._take(reply.adverts, source=peer)
             self._exchanged[peer] = trio.current_time()
             return True
         return False
