@@ -11,6 +11,7 @@ ping. py-libp2p types stay behind this module.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import logging
 import os
 import socket
@@ -23,7 +24,8 @@ from typing import Final
 import multiaddr
 import trio
 from libp2p import new_host
-from libp2p.abc import IHost, INetStream
+from libp2p.abc import IHost, INetConn, INetStream
+from libp2p.connection_types import ConnectionType
 from libp2p.crypto.ed25519 import Ed25519PrivateKey as Libp2pEd25519
 from libp2p.crypto.keys import KeyPair
 from libp2p.host.ping import PingService
@@ -34,7 +36,7 @@ from libp2p.pubsub.pubsub import Pubsub
 from libp2p.tools.anyio_service.context import background_trio_service
 
 from meshagent.errors import DecodeError, FrameTooLarge, NodeError
-from meshagent.net.addresses import concrete_addrs
+from meshagent.net.addresses import ConnectionPath, LocalAddress, concrete_addrs, local_addresses, path_on_link
 from meshagent.node.identity import Identity
 from meshagent.protocol.signed import PeerId
 
@@ -54,6 +56,8 @@ GOSSIP_PROTOCOLS: Final = ("/meshsub/1.1.0", "/meshsub/1.0.0")
 _PORT_FALLBACKS: Final = 10
 _DIAL_TIMEOUT_S: Final = 10.0
 _LISTEN_ATTEMPTS: Final = 5
+_LOCAL_ADDRS_TTL_S: Final = 2.0
+"""How long the list of this machine's addresses is reused when judging links (interfaces change rarely)."""
 
 StreamHandler = Callable[["Stream"], Awaitable[None]]
 
@@ -100,6 +104,42 @@ def pick_listen_addrs(listen: Sequence[str]) -> list[multiaddr.Multiaddr]:
         proto = "ip6" if "ip6" in text else "ip4"
         out.append(multiaddr.Multiaddr(f"/{proto}/{ip}/tcp/{port}"))
     return out
+
+
+def _ip(endpoint: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP of a ``(host, port, ...)`` socket address, else None."""
+    if not isinstance(endpoint, tuple) or not endpoint or not isinstance(endpoint[0], str):
+        return None
+    try:
+        return ipaddress.ip_address(endpoint[0].split("%", 1)[0])
+    except ValueError:
+        return None
+
+
+def _local_end(conn: INetConn) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """Our end of a TCP connection. py-libp2p 0.8 exposes only the remote end, so follow its
+    layers (Noise over the raw TCP stream) down to the socket; None when the layout differs."""
+    layer: object = getattr(getattr(conn, "muxed_conn", None), "secured_conn", None)
+    for attr in ("conn", "read_writer", "read_write_closer", "stream", "stream", "socket"):
+        layer = getattr(layer, attr, None)
+        if layer is None:
+            return None
+    try:
+        return _ip(layer.getsockname())  # type: ignore[attr-defined]
+    except (AttributeError, OSError):
+        return None
+
+
+def connection_path(conn: INetConn) -> ConnectionPath:
+    """How ``conn`` reaches its peer: relayed or direct, and the IPs of both ends."""
+    try:
+        kind = conn.get_connection_type()
+        circuit = any("p2p-circuit" in str(a) for a in conn.get_transport_addresses())
+        remote = _ip(conn.muxed_conn.get_remote_address())  # type: ignore[attr-defined]
+    except (AttributeError, OSError) as exc:
+        log.debug("cannot tell how a connection is made: %s", exc)
+        return ConnectionPath(remote=None, local=None, relayed=True)
+    return ConnectionPath(remote=remote, local=_local_end(conn), relayed=kind is not ConnectionType.DIRECT or circuit)
 
 
 def split_p2p_addr(addr: str) -> tuple[PeerId, str]:
@@ -180,6 +220,7 @@ class MeshHost:
         self.peer_id: PeerId = identity.peer_id
         self.addrs = addrs
         """Concrete, dialable addresses (without the /p2p suffix)."""
+        self._local: tuple[float, tuple[LocalAddress, ...]] = (-_LOCAL_ADDRS_TTL_S, ())
 
     @property
     def p2p_addrs(self) -> tuple[str, ...]:
@@ -190,6 +231,28 @@ class MeshHost:
 
     def is_connected(self, peer: PeerId) -> bool:
         return peer in self.connected_peers()
+
+    def connection_paths(self, peer: PeerId) -> tuple[ConnectionPath, ...]:
+        """How each live connection to ``peer`` reaches it (none when not connected)."""
+        try:
+            conns = self._host.get_network().get_connections(ID.from_base58(peer))  # type: ignore[attr-defined]
+        except ValueError:  # not a peer id
+            return ()
+        return tuple(connection_path(c) for c in conns)
+
+    def on_link(self, peer: PeerId) -> bool:
+        """Whether ``peer`` is reached directly on one of this machine's links, judged from the
+        live connections to it (:func:`~meshagent.net.addresses.path_on_link`), never from what
+        it advertises. Not connected: False."""
+        paths = self.connection_paths(peer)
+        if not paths:
+            return False
+        stamp, local = self._local
+        now = time.monotonic()
+        if now - stamp >= _LOCAL_ADDRS_TTL_S:
+            local = local_addresses()
+            self._local = (now, local)
+        return any(path_on_link(p, local) for p in paths)
 
     def set_handler(self, protocol: str, handler: StreamHandler) -> None:
         async def wrapper(raw: INetStream) -> None:

@@ -24,7 +24,6 @@ import trio
 from meshagent.config import Config
 from meshagent.inference.capacity import recommended_capacity
 from meshagent.errors import AuctionError, ControlError, LocalProtocolError, RemoteProtocolError
-from meshagent.net.addresses import is_on_link
 from meshagent.net.host import MeshHost, Stream
 from meshagent.node.control import Emit
 from meshagent.node.membership import Membership
@@ -172,8 +171,9 @@ class PlacementService:
         return {p: e.advert for p, e in self._members.table.items()}
 
     def on_link(self, peer: PeerId) -> bool:
-        entry = self._members.table.get(peer)
-        return bool(entry) and any(is_on_link(a) for a in entry.advert.addrs)
+        """Reached directly on this machine's link: judged from the live connection, never from the
+        addresses the peer advertises (:meth:`MeshHost.on_link`)."""
+        return self._host.on_link(peer)
 
     def _owner_devices(self, owner: PeerId) -> frozenset[PeerId]:
         """Devices a ``private`` step of ``owner`` may run on, as this node knows them."""
