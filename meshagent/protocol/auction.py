@@ -29,6 +29,7 @@ from meshagent.errors import LocalProtocolError
 from meshagent.protocol.advert import Advert, ModelAd
 from meshagent.protocol.auction_messages import (
     MAX_MESSAGE_BYTES,
+    MESSAGE_KINDS as _KINDS,
     Award,
     Bid,
     CallForBids,

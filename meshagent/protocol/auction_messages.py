@@ -36,6 +36,7 @@ __all__ = [
     "Release",
     "Report",
     "Message",
+    "MESSAGE_KINDS",
     "encode",
     "decode",
 ]
@@ -148,7 +149,7 @@ class Report:
 
 Message = CallForBids | Bid | Decline | Award | Release | Report
 
-_KINDS: Final[dict[type, str]] = {
+MESSAGE_KINDS: Final[dict[type, str]] = {
     CallForBids: "auction-cfb/1",
     Bid: "auction-bid/1",
     Decline: "auction-decline/1",
@@ -156,11 +157,11 @@ _KINDS: Final[dict[type, str]] = {
     Release: "auction-release/1",
     Report: "auction-report/1",
 }
-_BY_KIND: Final = {v: k for k, v in _KINDS.items()}
+_BY_KIND: Final = {v: k for k, v in MESSAGE_KINDS.items()}
 
 
 def encode(msg: Message, key: Ed25519PrivateKey) -> bytes:
-    kind = _KINDS[type(msg)]
+    kind = MESSAGE_KINDS[type(msg)]
     return codec.encode({"k": kind, "e": signed.sign(kind, codec.encode(asdict(msg)), key)})
 
 
