@@ -97,7 +97,9 @@ class BulkListener:
         self._socks: list[trio.socket.SocketType] = []
         self._pending: list[trio.CancelScope] = []
         self._stack = AsyncExitStack()
-        self._nursery: trio.Nursery | None = None
+        self._work = trio.CancelScope()
+        """Cancelled to stop accepting: the tasks' own scope, never the nursery's (whose scope also
+        holds the code inside ``async with`` of the caller)."""
         self._won, self._winner = trio.open_memory_channel[trio.SocketStream](1)
         self.dropped = 0
         """Connections closed without being the one (no token in time, a wrong token, pushed out)."""
@@ -121,17 +123,14 @@ class BulkListener:
             addrs.append(f"[{ip}]:{port}" if family == socket.AF_INET6 else f"{ip}:{port}")
         self.addrs = tuple(addrs)
         nursery = await self._stack.enter_async_context(trio.open_nursery())
-        self._nursery = nursery
-        for sock in self._socks:
-            nursery.start_soon(self._accept_on, sock, nursery)
+        nursery.start_soon(self._serve)
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         try:
-            if self._nursery is not None:
-                self._nursery.cancel_scope.cancel()
+            self._work.cancel()
             await self._stack.__aexit__(exc_type, exc, tb)
         finally:
             for sock in self._socks:
@@ -153,16 +152,26 @@ class BulkListener:
             raise HandoffError("the bulk listener has no socket")
         return await self._winner.receive()
 
+    async def _serve(self) -> None:
+        with self._work:
+            async with trio.open_nursery() as nursery:
+                for sock in self._socks:
+                    nursery.start_soon(self._accept_on, sock, nursery)
+
     async def _accept_on(self, sock: trio.socket.SocketType, nursery: trio.Nursery) -> None:
         while True:
-            conn, peer = await sock.accept()
+            try:
+                conn, peer = await sock.accept()
+            except OSError as exc:  # out of descriptors, or the socket closed: stop listening here
+                log.warning("bulk listener stops accepting: %s", exc)
+                return
             if len(self._pending) >= self._max_pending:
                 self._pending.pop(0).cancel()  # the longest-waiting connection had its chance
             scope = trio.CancelScope(deadline=trio.current_time() + self._token_timeout_s)
             self._pending.append(scope)
-            nursery.start_soon(self._check, trio.SocketStream(conn), peer, scope, nursery)
+            nursery.start_soon(self._check, trio.SocketStream(conn), peer, scope)
 
-    async def _check(self, stream: trio.SocketStream, peer: object, scope: trio.CancelScope, nursery: trio.Nursery) -> None:
+    async def _check(self, stream: trio.SocketStream, peer: object, scope: trio.CancelScope) -> None:
         """Read one connection's token; hand it over if it is the right one, else close it."""
         handed = False
         got = bytearray()
@@ -173,11 +182,13 @@ class BulkListener:
                     if not data:
                         break
                     got += data
+            if self._work.cancel_called:
+                return  # the sender's connection is already here, or the listener is closing
             if len(got) == TOKEN_BYTES and hmac.compare_digest(bytes(got), self._token):
                 _tune(stream.socket)
                 self._won.send_nowait(stream)
                 handed = True
-                nursery.cancel_scope.cancel()  # the one connection is here: stop accepting
+                self._work.cancel()  # the one connection is here: stop accepting
                 return
             self.dropped += 1
             if scope.cancelled_caught:

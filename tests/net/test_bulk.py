@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 
+import pytest
 import trio
 
 from meshagent.net.bulk import TOKEN_BYTES, BulkListener, connect_bulk, ips_of_addrs
@@ -100,3 +101,34 @@ async def test_pending_connections_are_bounded_oldest_out():
                 raise AssertionError("a connection within the bound was closed")
         for s in silent:
             await s.aclose()
+
+
+async def test_the_listener_never_cancels_its_callers_work():
+    """The listener's background tasks are its own: once the sender's connection is handed over, the code
+    inside ``async with`` goes on (reading the body, talking to the peer) without being cancelled."""
+    token = b"t" * TOKEN_BYTES
+    other_send, other_receive = trio.open_memory_channel[bytes](1)
+    got = b""
+
+    async def peer_message_later() -> None:
+        await trio.sleep(0.5)
+        await other_send.send(b"Body")
+
+    try:
+        async with BulkListener(["127.0.0.1"], token) as listener:
+            stream = await connect_bulk(listener.addrs, token)
+            assert stream is not None
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(peer_message_later)
+                # As the handoff does: it waits for the peer's next message while the sender connects.
+                assert await other_receive.receive() == b"Body"
+            conn = await listener.accept()
+            for i in range(3):
+                await stream.send_all(b"chunk%d" % i)
+                await trio.sleep(0.05)
+                got += await conn.receive_some(100)
+            await conn.aclose()
+            await stream.aclose()
+    except BaseException as exc:  # a Cancelled from the listener's own scope would end up here
+        pytest.fail(f"the listener's work reached into its caller: {exc!r}")
+    assert got == b"chunk0chunk1chunk2"
