@@ -43,6 +43,7 @@ from meshagent.protocol.signed import PeerId
 __all__ = [
     "GOSSIP_PROTOCOLS",
     "GossipMessage",
+    "PublisherRate",
     "MeshHost",
     "Stream",
     "open_host",
@@ -156,6 +157,36 @@ class GossipMessage:
     publisher: PeerId
     """The peer that published the message (gossipsub verified its signature)."""
     data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PublisherRate:
+    """How many messages one publisher may have delivered on a topic: ``burst`` at once, ``per_s`` after."""
+
+    per_s: float
+    burst: float
+
+
+class _PublisherLimit:
+    """A gossipsub topic validator: a token bucket per publisher (bounded; the least recently heard
+    publisher is forgotten first)."""
+
+    def __init__(self, rate: PublisherRate, clock: Callable[[], float], max_publishers: int = 4096) -> None:
+        self._rate = rate
+        self._clock = clock
+        self._max = max_publishers
+        self._buckets: dict[bytes, tuple[float, float]] = {}
+
+    def __call__(self, forwarder: ID, msg: object) -> bool:
+        publisher = bytes(getattr(msg, "from_id", b""))
+        now = self._clock()
+        tokens, stamp = self._buckets.pop(publisher, (self._rate.burst, now))
+        tokens = min(self._rate.burst, tokens + (now - stamp) * self._rate.per_s)
+        allowed = tokens >= 1.0
+        self._buckets[publisher] = (tokens - 1.0 if allowed else tokens, now)
+        if len(self._buckets) > self._max:
+            self._buckets.pop(next(iter(self._buckets)))
+        return allowed
 
 
 @dataclass(slots=True)
@@ -312,8 +343,18 @@ class MeshHost:
         await self._pubsub.publish(topic, data)
 
     @asynccontextmanager
-    async def subscribe(self, topic: str) -> AsyncIterator[Callable[[], Awaitable[GossipMessage]]]:
-        """Subscribe to a topic; yields ``receive()`` returning the next message (publisher and data)."""
+    async def subscribe(
+        self, topic: str, *, per_publisher: PublisherRate | None = None
+    ) -> AsyncIterator[Callable[[], Awaitable[GossipMessage]]]:
+        """Subscribe to a topic; yields ``receive()`` returning the next message (publisher and data).
+
+        With ``per_publisher``, messages a publisher sends faster than that rate are
+        dropped before they are queued or forwarded: py-libp2p holds at most 32
+        undelivered messages per topic and drops the rest, so one flooding publisher
+        would otherwise crowd every other publisher's messages out.
+        """
+        if per_publisher is not None:
+            self._pubsub.set_topic_validator(topic, _PublisherLimit(per_publisher, trio.current_time), False)
         sub = await self._pubsub.subscribe(topic)
 
         async def receive() -> GossipMessage:

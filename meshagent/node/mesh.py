@@ -25,7 +25,7 @@ import trio
 
 from meshagent.config import Config
 from meshagent.errors import RemoteProtocolError
-from meshagent.net.host import MeshHost, Stream, split_p2p_addr
+from meshagent.net.host import MeshHost, PublisherRate, Stream, split_p2p_addr
 from meshagent.node.membership import Membership
 from meshagent.protocol import exchange
 from meshagent.protocol.exchange import EXCHANGE_PROTOCOL, MAX_EXCHANGE_BYTES, Bye, PeerExchange
@@ -41,6 +41,8 @@ _RE_EXCHANGE_S: Final = 30.0
 _MAX_DIALS_PER_ROUND: Final = 16
 _MAX_CONNECTIONS: Final = 64
 _RTT_REFRESH_S: Final = 15.0
+_ADVERTS_PER_PUBLISHER: Final = 3.0
+"""Gossiped adverts one publisher may have delivered per advert interval (it sends one, plus changes)."""
 
 
 def _jittered(interval_s: float) -> float:
@@ -61,7 +63,8 @@ class MeshService:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self._host.set_handler(EXCHANGE_PROTOCOL, self._serve_exchange)
         try:
-            async with self._host.subscribe(ADVERT_TOPIC) as receive, trio.open_nursery() as nursery:
+            rate = PublisherRate(per_s=_ADVERTS_PER_PUBLISHER / self._config.node.advert_interval_s, burst=4.0)
+            async with self._host.subscribe(ADVERT_TOPIC, per_publisher=rate) as receive, trio.open_nursery() as nursery:
                 nursery.start_soon(self._receive_adverts, receive)
                 nursery.start_soon(self._publish_loop)
                 nursery.start_soon(self._exchange_loop)
