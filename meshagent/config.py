@@ -74,7 +74,8 @@ class NodeConfig:
     advert_interval_s: float = 3.0
     """How often the node republishes its advert."""
     advert_ttl_s: float = 12.0
-    """How long an advert stays valid; a silent peer leaves tables after this."""
+    """How long an advert stays valid; a silent peer leaves tables after this. Adverts claiming a
+    longer lifetime are refused (every node of a mesh should use the same value)."""
     report_grace_s: float = 30.0
     """A peer that won a step here and has not reported on it after 4x its promise plus this
     long is judged as having taken that long (its reliability factor rises)."""

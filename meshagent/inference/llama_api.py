@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 
 from meshagent.errors import InferenceError, KVStateError, ModelError
+from meshagent.inference import kvblob
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -260,26 +261,18 @@ class LlamaContext:
             raise KVStateError(f"llama.cpp wrote {written} bytes of sequence state, expected {size}")
         return ctypes.string_at(buf, size)
 
-    def probe_cell_stride(self, seq: int) -> int | None:
-        """Bytes of one cell record in this model's sequence state, measured on a 1-token export.
-
-        llama.cpp writes ``pos i32 | n_seq_id u32 | [cell ext] | seq_id i32`` per
-        cell, then ``v_trans u32 | n_layer u32`` for the tensors; the stride is
-        the one whose record ends with ``seq`` and is followed by plausible
-        tensor headers. ``None`` if the layout is not recognised.
-        """
+    def probe_state_shape(self, seq: int) -> kvblob.SeqStateShape | None:
+        """The shape of this context's sequence states (:class:`~meshagent.inference.kvblob.SeqStateShape`),
+        measured on a 1-token export of its own; ``None`` if the layout is not recognised."""
         self.decode([self.model.bos], seq, 0, logits=False)
         try:
             state = self.seq_state(seq)
         finally:
             self.seq_rm(seq)
-        words = np.frombuffer(state, dtype="<i4", count=min(len(state) // 4, 64))
-        for stride in range(12, 4 * (len(words) - 6), 4):
-            w = (16 + stride) // 4
-            if words[w - 1] == seq and words[w] in (0, 1) and 0 < words[w + 1] < 4096:
-                return stride
-        log.warning("unrecognised llama.cpp sequence state layout; KV blobs are checked after loading only")
-        return None
+        shape = kvblob.measure_shape(state, 1)
+        if shape is None:
+            log.warning("unrecognised llama.cpp sequence state layout; KV blobs from peers will be refused")
+        return shape
 
     def set_seq_state(self, seq: int, data: bytes, offset: int, size: int) -> None:
         """Load ``data[offset:offset+size]`` into ``seq`` (a bounded read of exactly ``size`` bytes)."""

@@ -24,10 +24,13 @@ different batch shapes and cache layouts, so its KV can differ in the last
 bit and a greedy continuation can differ at a near-tie. The tiny test model is
 built well-conditioned so that this does not happen there (:mod:`.tiny`).
 
-A blob whose digest matches can still be crafted; its cell records are
-checked before llama.cpp reads them (:func:`.kvblob.check_seq_state`) and
-its positions after, and a sequence llama.cpp cannot fully remove is scrubbed
-by clearing the context (every session stays recoverable from its tokens).
+A blob whose digest matches can still be crafted (the digest detects
+accidents; a peer can compute one for any bytes). Every byte of its state is
+walked against the shape of this node's own model before llama.cpp reads one
+(:func:`.kvblob.check_seq_state`: exact total size, cell records, layer count,
+tensor types and row sizes, finite values); its positions are checked again
+after loading, and a sequence llama.cpp cannot fully remove is scrubbed by
+clearing the context (every session stays recoverable from its tokens).
 All public methods are blocking and serialised by a lock; run them through
 ``trio.to_thread.run_sync`` behind a ``CapacityLimiter`` of
 :func:`meshagent.inference.capacity.recommended_capacity` (1 per context).
@@ -124,8 +127,7 @@ class LlamaEngine:
         self._free_seqs: list[int] = []
         self._scratch_seq = max_sessions  # reserved for the self-benchmark
         self._clock = 0
-        self._kv_bytes_per_token = 0
-        self._cell_stride: int | None = None
+        self._state_shape: kvblob.SeqStateShape | None = None
 
     # --- lifecycle --------------------------------------------------------------
 
@@ -160,14 +162,8 @@ class LlamaEngine:
             raise
         self._model, self._ctx = model, ctx
         self._free_seqs = list(range(self._scratch_seq - 1, -1, -1))
-        lib_model = model.ptr
-        import llama_cpp
-
-        n_layer = int(llama_cpp.llama_model_n_layer(lib_model))
-        n_embd = int(llama_cpp.llama_model_n_embd(lib_model))
-        # An upper bound (f32 K and V, no GQA) used to refuse absurd blobs.
-        self._kv_bytes_per_token = n_layer * 2 * n_embd * 4 + 64
-        self._cell_stride = ctx.probe_cell_stride(self._scratch_seq)
+        # What an honest KV state of this model and context holds, to check peers' blobs against.
+        self._state_shape = ctx.probe_state_shape(self._scratch_seq)
         log.info("loaded %s (%s) in %.2fs: n_ctx=%d", self.name, self.path, time.perf_counter() - t0, ctx.n_ctx)
         if self._bench_cache is not None and self._throughput is None:
             self._throughput = measure_throughput(ctx, self._scratch_seq)
@@ -483,17 +479,18 @@ class LlamaEngine:
                     other.seq, other.n_kv = None, 0
 
     def _load_blob(self, s: _Session, ctx: LlamaContext, blob: bytes) -> None:
+        shape = self._state_shape
+        if shape is None:
+            raise KVStateError("this node cannot check KV states of this model (unrecognised layout)")
         header, offset = kvblob.unpack_blob(
             blob,
             model_sha256=self.sha256,
             engine=engine_version(),
             tokens=s.tokens,
-            max_state=len(s.tokens) * self._kv_bytes_per_token + 4096,
+            max_state=shape.size(len(s.tokens)),
         )
-        if self._cell_stride is not None:
-            kvblob.check_seq_state(
-                blob, offset, header.state_len, n_tokens=header.n_tokens, cell_stride=self._cell_stride
-            )
+        # Every byte checked against this model's shape before llama.cpp reads one.
+        kvblob.check_seq_state(blob, offset, header.state_len, n_tokens=header.n_tokens, shape=shape)
         seq = self._attach(s, set())
         while True:
             try:

@@ -18,8 +18,21 @@ Rules for wildcard expansion:
 * explicit (non-wildcard) listen addresses are kept as they are.
 
 :func:`link_of` and :func:`is_on_link` tell whether a peer's IP lies in one of
-our own subnets (by netmask) — the ``lan`` privacy class needs "peer reached
-directly on the local link".
+our own subnets (by netmask). :func:`path_on_link` decides the ``lan`` privacy
+class — "peer reached directly on the local link" — from a live connection
+(:class:`ConnectionPath`: the remote and local IPs the kernel reports, and
+whether the connection is relayed), never from addresses a peer wrote about
+itself:
+
+* a relayed connection is never on the link (the relay's address says nothing
+  of where the peer is);
+* a loopback peer is on the link only when our end is loopback too (both ends
+  on this host);
+* otherwise the remote IP must lie in the subnet of the interface our end of
+  the connection is on (any of our subnets when our end is unknown).
+
+A process on this host that forwards a remote peer's connection (a tunnel, a
+local proxy) makes that peer look local; that is the host owner's choice.
 
 The functions that decide take the list of local addresses as an argument
 (defaulting to :func:`local_addresses`), so they can be tested without a
@@ -44,6 +57,8 @@ from meshagent.errors import ConfigError
 __all__ = [
     "IPAddress",
     "LocalAddress",
+    "ConnectionPath",
+    "path_on_link",
     "local_addresses",
     "interface_names",
     "check_interface",
@@ -245,6 +260,42 @@ def is_on_link(addr: str, local: Sequence[LocalAddress] | None = None) -> bool:
     ip = ip_of(addr) if addr.startswith("/") else None
     target: IPAddress | str = ip if ip is not None else addr
     return link_of(target, local) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionPath:
+    """How one live connection reaches a peer, as this machine's kernel and libp2p report it."""
+
+    remote: IPAddress | None
+    """The peer's end of the connection (None when unknown)."""
+    local: IPAddress | None
+    """Our end of the connection (None when unknown)."""
+    relayed: bool
+    """Carried by a relay (circuit v2), or of a kind libp2p cannot call direct."""
+
+
+def _unmapped(ip: IPAddress) -> IPAddress:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def path_on_link(path: ConnectionPath, local: Sequence[LocalAddress] | None = None) -> bool:
+    """Whether this connection reaches its peer directly on one of our links (see the module docstring)."""
+    if path.relayed or path.remote is None:
+        return False
+    remote = _unmapped(path.remote)
+    ours = None if path.local is None else _unmapped(path.local)
+    if remote.is_unspecified or remote.is_multicast:
+        return False
+    if remote.is_loopback:
+        return ours is not None and ours.is_loopback
+    if ours is not None and ours.is_loopback:
+        return False  # a non-loopback peer on our loopback end: not a path the kernel makes
+    local = local_addresses() if local is None else local
+    if ours is None:
+        return link_of(remote, local) is not None
+    return any(a.ip == ours and remote in a.network for a in local)
 
 
 def is_private(ip: IPAddress | str) -> bool:

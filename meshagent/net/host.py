@@ -11,6 +11,7 @@ ping. py-libp2p types stay behind this module.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import logging
 import os
 import socket
@@ -23,7 +24,8 @@ from typing import Final
 import multiaddr
 import trio
 from libp2p import new_host
-from libp2p.abc import IHost, INetStream
+from libp2p.abc import IHost, INetConn, INetStream
+from libp2p.connection_types import ConnectionType
 from libp2p.crypto.ed25519 import Ed25519PrivateKey as Libp2pEd25519
 from libp2p.crypto.keys import KeyPair
 from libp2p.host.ping import PingService
@@ -34,11 +36,20 @@ from libp2p.pubsub.pubsub import Pubsub
 from libp2p.tools.anyio_service.context import background_trio_service
 
 from meshagent.errors import DecodeError, FrameTooLarge, NodeError
-from meshagent.net.addresses import concrete_addrs
+from meshagent.net.addresses import ConnectionPath, LocalAddress, concrete_addrs, local_addresses, path_on_link
 from meshagent.node.identity import Identity
 from meshagent.protocol.signed import PeerId
 
-__all__ = ["GOSSIP_PROTOCOLS", "MeshHost", "Stream", "open_host", "pick_listen_addrs", "split_p2p_addr"]
+__all__ = [
+    "GOSSIP_PROTOCOLS",
+    "GossipMessage",
+    "PublisherRate",
+    "MeshHost",
+    "Stream",
+    "open_host",
+    "pick_listen_addrs",
+    "split_p2p_addr",
+]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +57,8 @@ GOSSIP_PROTOCOLS: Final = ("/meshsub/1.1.0", "/meshsub/1.0.0")
 _PORT_FALLBACKS: Final = 10
 _DIAL_TIMEOUT_S: Final = 10.0
 _LISTEN_ATTEMPTS: Final = 5
+_LOCAL_ADDRS_TTL_S: Final = 2.0
+"""How long the list of this machine's addresses is reused when judging links (interfaces change rarely)."""
 
 StreamHandler = Callable[["Stream"], Awaitable[None]]
 
@@ -94,6 +107,42 @@ def pick_listen_addrs(listen: Sequence[str]) -> list[multiaddr.Multiaddr]:
     return out
 
 
+def _ip(endpoint: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP of a ``(host, port, ...)`` socket address, else None."""
+    if not isinstance(endpoint, tuple) or not endpoint or not isinstance(endpoint[0], str):
+        return None
+    try:
+        return ipaddress.ip_address(endpoint[0].split("%", 1)[0])
+    except ValueError:
+        return None
+
+
+def _local_end(conn: INetConn) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """Our end of a TCP connection. py-libp2p 0.8 exposes only the remote end, so follow its
+    layers (Noise over the raw TCP stream) down to the socket; None when the layout differs."""
+    layer: object = getattr(getattr(conn, "muxed_conn", None), "secured_conn", None)
+    for attr in ("conn", "read_writer", "read_write_closer", "stream", "stream", "socket"):
+        layer = getattr(layer, attr, None)
+        if layer is None:
+            return None
+    try:
+        return _ip(layer.getsockname())  # type: ignore[attr-defined]
+    except (AttributeError, OSError):
+        return None
+
+
+def connection_path(conn: INetConn) -> ConnectionPath:
+    """How ``conn`` reaches its peer: relayed or direct, and the IPs of both ends."""
+    try:
+        kind = conn.get_connection_type()
+        circuit = any("p2p-circuit" in str(a) for a in conn.get_transport_addresses())
+        remote = _ip(conn.muxed_conn.get_remote_address())  # type: ignore[attr-defined]
+    except (AttributeError, OSError) as exc:
+        log.debug("cannot tell how a connection is made: %s", exc)
+        return ConnectionPath(remote=None, local=None, relayed=True)
+    return ConnectionPath(remote=remote, local=_local_end(conn), relayed=kind is not ConnectionType.DIRECT or circuit)
+
+
 def split_p2p_addr(addr: str) -> tuple[PeerId, str]:
     """``/ip4/1.2.3.4/tcp/5/p2p/ID`` → (ID, ``/ip4/1.2.3.4/tcp/5``)."""
     try:
@@ -101,6 +150,43 @@ def split_p2p_addr(addr: str) -> tuple[PeerId, str]:
     except Exception as exc:  # multiaddr/libp2p raise assorted types on bad input
         raise NodeError(f"not a dialable /p2p/ multiaddr: {addr!r} ({exc})") from exc
     return PeerId(info.peer_id.to_base58()), str(info.addrs[0])
+
+
+@dataclass(frozen=True, slots=True)
+class GossipMessage:
+    publisher: PeerId
+    """The peer that published the message (gossipsub verified its signature)."""
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PublisherRate:
+    """How many messages one publisher may have delivered on a topic: ``burst`` at once, ``per_s`` after."""
+
+    per_s: float
+    burst: float
+
+
+class _PublisherLimit:
+    """A gossipsub topic validator: a token bucket per publisher (bounded; the least recently heard
+    publisher is forgotten first)."""
+
+    def __init__(self, rate: PublisherRate, clock: Callable[[], float], max_publishers: int = 4096) -> None:
+        self._rate = rate
+        self._clock = clock
+        self._max = max_publishers
+        self._buckets: dict[bytes, tuple[float, float]] = {}
+
+    def __call__(self, forwarder: ID, msg: object) -> bool:
+        publisher = bytes(getattr(msg, "from_id", b""))
+        now = self._clock()
+        tokens, stamp = self._buckets.pop(publisher, (self._rate.burst, now))
+        tokens = min(self._rate.burst, tokens + (now - stamp) * self._rate.per_s)
+        allowed = tokens >= 1.0
+        self._buckets[publisher] = (tokens - 1.0 if allowed else tokens, now)
+        if len(self._buckets) > self._max:
+            self._buckets.pop(next(iter(self._buckets)))
+        return allowed
 
 
 @dataclass(slots=True)
@@ -165,6 +251,7 @@ class MeshHost:
         self.peer_id: PeerId = identity.peer_id
         self.addrs = addrs
         """Concrete, dialable addresses (without the /p2p suffix)."""
+        self._local: tuple[float, tuple[LocalAddress, ...]] = (-_LOCAL_ADDRS_TTL_S, ())
 
     @property
     def p2p_addrs(self) -> tuple[str, ...]:
@@ -175,6 +262,28 @@ class MeshHost:
 
     def is_connected(self, peer: PeerId) -> bool:
         return peer in self.connected_peers()
+
+    def connection_paths(self, peer: PeerId) -> tuple[ConnectionPath, ...]:
+        """How each live connection to ``peer`` reaches it (none when not connected)."""
+        try:
+            conns = self._host.get_network().get_connections(ID.from_base58(peer))  # type: ignore[attr-defined]
+        except ValueError:  # not a peer id
+            return ()
+        return tuple(connection_path(c) for c in conns)
+
+    def on_link(self, peer: PeerId) -> bool:
+        """Whether ``peer`` is reached directly on one of this machine's links, judged from the
+        live connections to it (:func:`~meshagent.net.addresses.path_on_link`), never from what
+        it advertises. Not connected: False."""
+        paths = self.connection_paths(peer)
+        if not paths:
+            return False
+        stamp, local = self._local
+        now = time.monotonic()
+        if now - stamp >= _LOCAL_ADDRS_TTL_S:
+            local = local_addresses()
+            self._local = (now, local)
+        return any(path_on_link(p, local) for p in paths)
 
     def set_handler(self, protocol: str, handler: StreamHandler) -> None:
         async def wrapper(raw: INetStream) -> None:
@@ -234,13 +343,24 @@ class MeshHost:
         await self._pubsub.publish(topic, data)
 
     @asynccontextmanager
-    async def subscribe(self, topic: str) -> AsyncIterator[Callable[[], Awaitable[bytes]]]:
-        """Subscribe to a topic; yields ``receive()`` returning the next message's data."""
+    async def subscribe(
+        self, topic: str, *, per_publisher: PublisherRate | None = None
+    ) -> AsyncIterator[Callable[[], Awaitable[GossipMessage]]]:
+        """Subscribe to a topic; yields ``receive()`` returning the next message (publisher and data).
+
+        With ``per_publisher``, messages a publisher sends faster than that rate are
+        dropped before they are queued or forwarded: py-libp2p holds at most 32
+        undelivered messages per topic and drops the rest, so one flooding publisher
+        would otherwise crowd every other publisher's messages out.
+        """
+        if per_publisher is not None:
+            self._pubsub.set_topic_validator(topic, _PublisherLimit(per_publisher, trio.current_time), False)
         sub = await self._pubsub.subscribe(topic)
 
-        async def receive() -> bytes:
+        async def receive() -> GossipMessage:
             msg = await sub.get()
-            return bytes(msg.data)
+            # gossipsub checks the publisher's signature over every message (strict signing).
+            return GossipMessage(PeerId(ID(msg.from_id).to_base58()), bytes(msg.data))
 
         try:
             yield receive

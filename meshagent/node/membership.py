@@ -3,7 +3,9 @@
 Every advert blob — from gossip, from peer exchange — goes through
 :meth:`Membership.accept`, which verifies it before anything else and feeds the
 pure :class:`~meshagent.protocol.peers.PeerTable`. Bad input is dropped and
-logged; the table is then unchanged.
+logged; the table is then unchanged. Adverts longer-lived than this node's own
+``advert_ttl_s`` are refused; the table is bounded, with a share per relaying
+peer, and never evicts the owner's paired devices to make room.
 """
 
 from __future__ import annotations
@@ -11,14 +13,22 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from meshagent.errors import DuplicateIdentityError, RemoteProtocolError
-from meshagent.protocol.advert import Advert, Goodbye, decode_advert, decode_goodbye, encode_advert, encode_goodbye
-from meshagent.protocol.peers import Outcome, PeerTable
+from meshagent.protocol.advert import (
+    MAX_ADVERT_TTL_S,
+    Advert,
+    Goodbye,
+    decode_advert,
+    decode_goodbye,
+    encode_advert,
+    encode_goodbye,
+)
+from meshagent.protocol.peers import MAX_PEERS, MAX_PER_SOURCE, Outcome, PeerTable
 from meshagent.protocol.signed import PeerId
 from meshagent.node.identity import Identity
 
@@ -35,23 +45,31 @@ class Membership:
         *,
         on_duplicate: Callable[[DuplicateIdentityError], None],
         clock: Callable[[], float] = time.time,
+        advert_ttl_s: float = MAX_ADVERT_TTL_S,
+        protected: Callable[[], Collection[PeerId]] = frozenset,
+        max_peers: int = MAX_PEERS,
+        max_per_source: int = MAX_PER_SOURCE,
     ) -> None:
         """``build_advert(seq, now, instance, started_at)`` makes this node's current advert;
-        ``on_duplicate`` is told when another, older instance of this identity is seen."""
+        ``on_duplicate`` is told when another, older instance of this identity is seen.
+        ``advert_ttl_s`` is the longest advert lifetime accepted (this node's own);
+        ``protected()`` names the peers never evicted from a full table (paired devices)."""
         self._identity = identity
         self._on_duplicate = on_duplicate
         self._build = build_advert
         self._clock = clock
+        self._advert_ttl_s = advert_ttl_s
+        self._protected = protected
         self.instance = os.urandom(16)
         self.started_at = clock()
-        self.table = PeerTable()
+        self.table = PeerTable(max_peers=max_peers, max_per_source=max_per_source)
         self._seq = 0
         self._own: bytes | None = None
         self.own: Advert | None = None
         """This node's latest advert, as published."""
         self.changed = trio.Event()
         self.dropped = 0
-        """Adverts refused since start (forged, stale, expired, malformed)."""
+        """Adverts refused since start (forged, expired, malformed, over a bound)."""
 
     @property
     def peer_id(self) -> PeerId:
@@ -85,11 +103,15 @@ class Membership:
         self.changed.set()
         self.changed = trio.Event()
 
-    def accept(self, blob: bytes, *, via: str) -> Outcome | None:
-        """Verify and apply an advert; None when it was refused."""
+    def accept(self, blob: bytes, *, via: str, source: PeerId | None = None) -> Outcome | None:
+        """Verify and apply an advert; None when it was refused.
+
+        ``source`` is the peer whose message carried it (the peer exchanged with, the
+        gossip publisher); an advert of another identity counts against that peer's share.
+        """
         now = self._clock()
         try:
-            advert = decode_advert(blob, now=now)
+            advert = decode_advert(blob, now=now, max_ttl_s=self._advert_ttl_s)
         except RemoteProtocolError as exc:
             self.dropped += 1
             log.info("dropped advert via %s: %s", via, exc)
@@ -106,7 +128,9 @@ class Membership:
                     "Give each device its own data dir."
                 ))
             return None
-        self.table, outcome = self.table.apply_advert(advert, now, blob)
+        self.table, outcome = self.table.apply_advert(
+            advert, now, blob, source=source, protected=frozenset(self._protected())
+        )
         match outcome:
             case Outcome.NEW:
                 log.info("peer %s (%s, %s) joined via %s", advert.peer_id, advert.name, advert.profile or "real", via)
@@ -116,6 +140,14 @@ class Membership:
             case Outcome.DUPLICATE:
                 self.dropped += 1
                 log.warning("refused advert from a second instance of %s (copied identity?)", advert.peer_id)
+            case Outcome.REFUSED:
+                self.dropped += 1
+                log.info("dropped advert of %s via %s: %s already relayed %d unconfirmed peers", advert.peer_id,
+                         via, source, self.table.max_per_source)
+            case Outcome.FULL:
+                self.dropped += 1
+                log.info("dropped advert of %s via %s: the peer table is full (%d)", advert.peer_id, via,
+                         self.table.max_peers)
             case _:
                 pass
         return outcome

@@ -25,7 +25,7 @@ import trio
 
 from meshagent.config import Config
 from meshagent.errors import RemoteProtocolError
-from meshagent.net.host import MeshHost, Stream, split_p2p_addr
+from meshagent.net.host import MeshHost, PublisherRate, Stream, split_p2p_addr
 from meshagent.node.membership import Membership
 from meshagent.protocol import exchange
 from meshagent.protocol.exchange import EXCHANGE_PROTOCOL, MAX_EXCHANGE_BYTES, Bye, PeerExchange
@@ -41,6 +41,8 @@ _RE_EXCHANGE_S: Final = 30.0
 _MAX_DIALS_PER_ROUND: Final = 16
 _MAX_CONNECTIONS: Final = 64
 _RTT_REFRESH_S: Final = 15.0
+_ADVERTS_PER_PUBLISHER: Final = 3.0
+"""Gossiped adverts one publisher may have delivered per advert interval (it sends one, plus changes)."""
 
 
 def _jittered(interval_s: float) -> float:
@@ -61,7 +63,8 @@ class MeshService:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self._host.set_handler(EXCHANGE_PROTOCOL, self._serve_exchange)
         try:
-            async with self._host.subscribe(ADVERT_TOPIC) as receive, trio.open_nursery() as nursery:
+            rate = PublisherRate(per_s=_ADVERTS_PER_PUBLISHER / self._config.node.advert_interval_s, burst=4.0)
+            async with self._host.subscribe(ADVERT_TOPIC, per_publisher=rate) as receive, trio.open_nursery() as nursery:
                 nursery.start_soon(self._receive_adverts, receive)
                 nursery.start_soon(self._publish_loop)
                 nursery.start_soon(self._exchange_loop)
@@ -90,10 +93,10 @@ class MeshService:
     async def _receive_adverts(self, receive: object) -> None:
         while True:
             try:
-                data = await receive()  # type: ignore[operator]
+                msg = await receive()  # type: ignore[operator]
             except trio.EndOfChannel:
                 return
-            self._members.accept(data, via="gossip")
+            self._members.accept(msg.data, via="gossip", source=msg.publisher)
             await trio.lowlevel.checkpoint()
 
     async def _expire_loop(self) -> None:
@@ -130,16 +133,17 @@ class MeshService:
             match msg:
                 case PeerExchange(adverts):
                     await stream.send_frame(self._px_message())
-                    self._take(adverts, via=f"exchange with {stream.peer}")
+                    self._take(adverts, source=stream.peer)
                     self._exchanged[stream.peer] = trio.current_time()
                 case Bye(goodbye):
                     self._members.accept_goodbye(goodbye)
                     self._exchanged.pop(stream.peer, None)
         await stream.close()
 
-    def _take(self, adverts: Sequence[bytes], *, via: str) -> None:
+    def _take(self, adverts: Sequence[bytes], *, source: PeerId) -> None:
+        """Adverts from a peer exchange with ``source``: those of other peers count against its share."""
         for blob in adverts:
-            self._members.accept(blob, via=via)
+            self._members.accept(blob, via=f"exchange with {source}", source=source)
 
     async def rtt_probe(self) -> float | None:
         """Round trip of one peer-exchange request to a connected peer, in ms (a baseline)."""
@@ -167,7 +171,7 @@ class MeshService:
             log.debug("peer exchange with %s failed: %s", peer, exc)
             return False
         if isinstance(reply, PeerExchange):
-            self._take(reply.adverts, via=f"exchange with {peer}")
+            self._take(reply.adverts, source=peer)
             self._exchanged[peer] = trio.current_time()
             return True
         return False

@@ -276,8 +276,9 @@ class Node:
             self.models = self.node_models.adverts
             async with open_host(self.identity, self.config.net.listen, interface=self.config.net.interface) as host:
                 self.host = host
-                self.membership = Membership(self.identity, self.build_advert, on_duplicate=self._stop_with)
                 self.trust = TrustStore(self.data_dir)
+                self.membership = Membership(self.identity, self.build_advert, on_duplicate=self._stop_with,
+                                             advert_ttl_s=self.config.node.advert_ttl_s, protected=self.trust.peers)
                 pairing = PairingService(host, self.membership, self.trust, self.build_advert_name())
                 self.placement = PlacementService(host, self.membership, self.trust, self.config)
                 self.mesh = MeshService(host, self.membership, self.config)

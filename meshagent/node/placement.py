@@ -23,8 +23,7 @@ import trio
 
 from meshagent.config import Config
 from meshagent.inference.capacity import recommended_capacity
-from meshagent.errors import AuctionError, ControlError, RemoteProtocolError
-from meshagent.net.addresses import is_on_link
+from meshagent.errors import AuctionError, ControlError, LocalProtocolError, RemoteProtocolError
 from meshagent.net.host import MeshHost, Stream
 from meshagent.node.control import Emit
 from meshagent.node.membership import Membership
@@ -172,8 +171,9 @@ class PlacementService:
         return {p: e.advert for p, e in self._members.table.items()}
 
     def on_link(self, peer: PeerId) -> bool:
-        entry = self._members.table.get(peer)
-        return bool(entry) and any(is_on_link(a) for a in entry.advert.addrs)
+        """Reached directly on this machine's link: judged from the live connection, never from the
+        addresses the peer advertises (:meth:`MeshHost.on_link`)."""
+        return self._host.on_link(peer)
 
     def _owner_devices(self, owner: PeerId) -> frozenset[PeerId]:
         """Devices a ``private`` step of ``owner`` may run on, as this node knows them."""
@@ -235,10 +235,15 @@ class PlacementService:
                 frame = await stream.receive_frame_or_eof(_MAX_MSG)
             if frame is None:
                 break
-            with trio.fail_after(10):
-                if not await self._handle(stream, frame):
-                    await stream.reset()
-                    return
+            try:
+                with trio.fail_after(10):
+                    if not await self._handle(stream, frame):
+                        await stream.reset()
+                        return
+            except RemoteProtocolError as exc:  # the peer's fault, refused at decode: drop its channel
+                log.info("refused an auction message from %s: %s", stream.peer, exc)
+                await stream.reset()
+                return
         await stream.close()
 
     async def _handle(self, stream: Stream, frame: bytes) -> bool:
@@ -378,6 +383,10 @@ class PlacementService:
         """Hold one auction for ``step``; the home node bids for itself."""
         if step.privacy not in PRIVACY_CLASSES or step.policy not in POLICIES:
             raise AuctionError(f"privacy must be one of {PRIVACY_CLASSES} and policy one of {POLICIES}")
+        try:
+            ModelRequirement(step.requirement)
+        except LocalProtocolError as exc:
+            raise AuctionError(f"bad model requirement {step.requirement!r}: {exc}") from exc
         now = time.time()
         self._judge_silent(now)
         me = self._host.peer_id

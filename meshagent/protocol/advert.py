@@ -6,7 +6,13 @@ field: the envelope's size and signature; that the payload's ``peer_id`` is the
 signer's; that the sealing key carries a valid binding signature by the same
 identity (and, when the advert carries a hybrid ML-KEM768-X25519 sealing key,
 that it carries its own binding signature of kind ``sealing-key-pq/1``); that
-the advert has not expired and was not issued in the future.
+the advert has not expired and was not issued in the future, and that its
+lifetime (``expires_at - issued_at``) is no longer than the receiver allows.
+Every number must be sane: times finite, rates finite and positive, prices
+finite and non-negative, a battery level between 0 and 100, and every list
+bounded. An advert that breaks one of these is refused whole, with the reason
+(a peer that never expires or claims an infinite speed would otherwise stay in
+every table and be invited to every auction).
 Whether its sequence number is new is the peer table's business
 (:mod:`meshagent.protocol.peers`).
 
@@ -16,6 +22,7 @@ down cleanly: peers drop it from their tables at once.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Final
 
@@ -34,6 +41,10 @@ __all__ = [
     "SEALING_KEY_PQ_KIND",
     "PQ_SEALING_KEY_BYTES",
     "MAX_ADVERT_BYTES",
+    "MAX_ADVERT_TTL_S",
+    "MAX_ADVERT_ADDRS",
+    "MAX_ADVERT_MODELS",
+    "MAX_RATE_TPS",
     "MAX_CLOCK_SKEW_S",
     "ModelAd",
     "Hardware",
@@ -56,8 +67,19 @@ PQ_SEALING_KEY_BYTES: Final = 1184 + 32
 MAX_ADVERT_BYTES: Final = 64 * 1024
 MAX_CLOCK_SKEW_S: Final = 30.0
 """Adverts issued further than this in the future are refused."""
+MAX_ADVERT_TTL_S: Final = 600.0
+"""The longest lifetime any advert may claim; a node passes its own configured TTL (shorter) to
+:func:`decode_advert`."""
+MAX_ADVERT_ADDRS: Final = 64
+MAX_ADVERT_MODELS: Final = 64
+MAX_RATE_TPS: Final = 1e7
+"""The highest prefill or decode rate an advert may claim, in tokens per second (far above any
+device): beyond it a claim is a lie meant to top every bidder list."""
 
 _MAX_ITEMS: Final = 64
+_MAX_INSTANCE: Final = 64
+_TTL_SLACK_S: Final = 1e-3
+"""``now + ttl - now`` is not exactly ``ttl`` in floating point."""
 _MAX_STR: Final = 512
 
 
@@ -168,8 +190,15 @@ def _listify(value: object) -> object:
             return value
 
 
-def decode_advert(blob: bytes, *, now: float, max_size: int = MAX_ADVERT_BYTES) -> Advert:
-    """Verify and decode an advert. Raises DecodeError, SignatureError or ExpiredError."""
+def decode_advert(
+    blob: bytes, *, now: float, max_size: int = MAX_ADVERT_BYTES, max_ttl_s: float = MAX_ADVERT_TTL_S
+) -> Advert:
+    """Verify and decode an advert. Raises DecodeError, SignatureError or ExpiredError.
+
+    ``max_ttl_s`` is the longest lifetime this receiver accepts (its own configured
+    advert TTL): a longer one is refused, so a peer cannot stay in tables after it
+    went silent for longer than the receiver allows.
+    """
     env = signed.verify(blob, kind=ADVERT_KIND, max_size=max_size)
     m = codec.decode_map(env.payload, max_size=max_size, max_depth=6)
     peer_id = get(m, "peer_id", str)
@@ -186,34 +215,41 @@ def decode_advert(blob: bytes, *, now: float, max_size: int = MAX_ADVERT_BYTES) 
         if len(pq_key) != PQ_SEALING_KEY_BYTES:
             raise DecodeError(f"a hybrid sealing key must be {PQ_SEALING_KEY_BYTES} bytes")
         _check_sealing_binding(env.public_key, pq_key, pq_sig, SEALING_KEY_PQ_KIND)
-    issued_at = get(m, "issued_at", float)
-    expires_at = get(m, "expires_at", float)
+    issued_at = _finite(get(m, "issued_at", float), "issued_at")
+    expires_at = _finite(get(m, "expires_at", float), "expires_at")
+    started_at = _finite(get(m, "started_at", float), "started_at")
+    ttl = expires_at - issued_at
+    if not 0.0 < ttl <= max_ttl_s + _TTL_SLACK_S:
+        raise DecodeError(f"advert from {peer_id} claims a lifetime of {ttl:.1f} s; this node accepts 0 to {max_ttl_s:g} s")
     if expires_at <= now:
         raise ExpiredError(f"advert from {peer_id} expired {now - expires_at:.1f} s ago")
     if issued_at > now + MAX_CLOCK_SKEW_S:
         raise ExpiredError(f"advert from {peer_id} issued {issued_at - now:.1f} s in the future")
     hw = get(m, "hardware", dict)
     models = get(m, "models", list)
-    if len(models) > _MAX_ITEMS:
-        raise DecodeError("too many models in advert")
+    if len(models) > MAX_ADVERT_MODELS:
+        raise DecodeError(f"advert lists {len(models)} models; the limit is {MAX_ADVERT_MODELS}")
+    addrs = get(m, "addrs", list)
+    if len(addrs) > MAX_ADVERT_ADDRS:
+        raise DecodeError(f"advert lists {len(addrs)} addresses; the limit is {MAX_ADVERT_ADDRS}")
     return Advert(
         peer_id=PeerId(peer_id),
         seq=_nonneg(get(m, "seq", int), "seq"),
         issued_at=issued_at,
         expires_at=expires_at,
         name=_short(get(m, "name", str)),
-        addrs=_strs(get(m, "addrs", list), "addrs"),
+        addrs=_strs(addrs, "addrs"),
         hardware=_hardware(hw),
         sealing_key=sealing_key,
         sealing_key_sig=sealing_sig,
-        instance=get(m, "instance", bytes),
-        started_at=get(m, "started_at", float),
+        instance=_instance(get(m, "instance", bytes)),
+        started_at=started_at,
         profile=_short(opt_field(m, "profile", str, "")),
         emulated=opt_field(m, "emulated", bool, False),
         models=tuple(_model(x) for x in models),
         load=_nonneg(opt_field(m, "load", int, 0), "load"),
         tags=_strs(opt_field(m, "tags", list, []), "tags"),
-        price_per_1k_tokens=opt_field(m, "price_per_1k_tokens", float, 0.0),
+        price_per_1k_tokens=_price(opt_field(m, "price_per_1k_tokens", float, 0.0), "price_per_1k_tokens"),
         extra=_extra(opt_field(m, "extra", dict, {})),
         sealing_key_pq=pq_key,
         sealing_key_pq_sig=pq_sig,
@@ -224,6 +260,8 @@ def _hardware(m: dict[str | int, Value]) -> Hardware:
     battery = m.get("battery_percent")
     if battery is not None and (isinstance(battery, bool) or not isinstance(battery, (int, float))):
         raise DecodeError("battery_percent must be a number")
+    if battery is not None and not 0.0 <= battery <= 100.0:  # also refuses NaN
+        raise DecodeError(f"battery_percent must be between 0 and 100, not {battery!r}")
     return Hardware(
         arch=_short(get(m, "arch", str)),
         os=_short(get(m, "os", str)),
@@ -251,9 +289,34 @@ def _model(x: Value) -> ModelAd:
         quantization=_short(opt_field(x, "quantization", str, "")),
         n_ctx=_nonneg(opt_field(x, "n_ctx", int, 0), "n_ctx"),
         tags=_strs(opt_field(x, "tags", list, []), "tags"),
-        prefill_tps=None if p is None else get(x, "prefill_tps", float),
-        decode_tps=None if d is None else get(x, "decode_tps", float),
+        prefill_tps=None if p is None else _rate(get(x, "prefill_tps", float), "prefill_tps"),
+        decode_tps=None if d is None else _rate(get(x, "decode_tps", float), "decode_tps"),
     )
+
+
+def _instance(b: bytes) -> bytes:
+    if not 0 < len(b) <= _MAX_INSTANCE:
+        raise DecodeError(f"instance must be 1 to {_MAX_INSTANCE} bytes")
+    return b
+
+
+def _finite(x: float, name: str) -> float:
+    if not math.isfinite(x):
+        raise DecodeError(f"{name} must be a finite number, not {x!r}")
+    return x
+
+
+def _rate(x: float, name: str) -> float:
+    """A measured rate: finite, positive, and below what any device reaches."""
+    if not 0.0 < x <= MAX_RATE_TPS:  # also refuses NaN
+        raise DecodeError(f"{name} must be above 0 and at most {MAX_RATE_TPS:g} tokens/s, not {x!r}")
+    return x
+
+
+def _price(x: float, name: str) -> float:
+    if not 0.0 <= x < math.inf:  # also refuses NaN
+        raise DecodeError(f"{name} must be a finite price of 0 or more, not {x!r}")
+    return x
 
 
 def _short(s: str) -> str:

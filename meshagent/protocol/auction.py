@@ -12,33 +12,44 @@ One auction places one LLM step of one agent::
 
 The home node always bids for itself (staying costs no transfer). Every time and
 random value comes in as an argument; every message is a frozen dataclass with a
-signed encoding, checked before decoding like adverts are.
+signed encoding, checked before decoding like adverts are
+(:mod:`meshagent.protocol.auction_messages`). Model requirements are parsed by
+:mod:`meshagent.protocol.requirement`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import enum
-import functools
 import hashlib
-import re
-import typing
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Final
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-from meshagent.errors import DecodeError, ExpiredError, LocalProtocolError, SignatureError
-from meshagent.protocol import codec, signed
+from meshagent.errors import LocalProtocolError
 from meshagent.protocol.advert import Advert, ModelAd
-from meshagent.protocol.codec import Value, field as get, opt_field
-from meshagent.protocol.scoring import Candidate, Estimate, Policy, PrivacyClass, Ranked, privacy_allows, rank
+from meshagent.protocol.auction_messages import (
+    MAX_MESSAGE_BYTES,
+    MESSAGE_KINDS as _KINDS,
+    Award,
+    Bid,
+    CallForBids,
+    Decline,
+    Message,
+    Release,
+    Report,
+    decode,
+    encode,
+)
+from meshagent.protocol.requirement import SIZE_ORDER, ModelRequirement, best_model, model_size
+from meshagent.protocol.scoring import Candidate, Estimate, Ranked, privacy_allows, rank
 from meshagent.protocol.signed import PeerId
 
 __all__ = [
     "SIZE_ORDER",
     "MAX_FANOUT",
+    "MAX_MESSAGE_BYTES",
+    "model_size",
+    "Message",
     "ModelRequirement",
     "best_model",
     "CallForBids",
@@ -63,227 +74,8 @@ __all__ = [
     "decode",
 ]
 
-SIZE_ORDER: Final = ("tiny", "small", "medium", "large", "xl")
 MAX_FANOUT: Final = 8
 """Most peers a call for bids goes to: per-decision cost stays bounded as the mesh grows."""
-MAX_MESSAGE_BYTES: Final = 16 * 1024
-
-_REQ = re.compile(r"^\s*size\s*(>=|=|<=)\s*(\w+)\s*$")
-
-
-# --- model requirements ------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ModelRequirement:
-    """Which models can serve a step: a model name, a size bound (``size>=medium``), or any LLM."""
-
-    text: str = ""
-
-    def _size_bound(self) -> tuple[str, int] | None:
-        m = _REQ.match(self.text)
-        if not m:
-            return None
-        if m.group(2) not in SIZE_ORDER:
-            raise LocalProtocolError(f"unknown model size {m.group(2)!r}; sizes are {', '.join(SIZE_ORDER)}")
-        return m.group(1), SIZE_ORDER.index(m.group(2))
-
-    def satisfied_by(self, model: ModelAd) -> bool:
-        if model.kind != "llm":
-            return False
-        if not self.text.strip():
-            return True
-        bound = self._size_bound()
-        if bound is None:
-            return model.name == self.text.strip() or model.sha256 == self.text.strip()
-        size = model_size(model)
-        if size is None:
-            return False
-        op, want = bound
-        return {">=": size >= want, "=": size == want, "<=": size <= want}[op]
-
-
-def model_size(model: ModelAd) -> int | None:
-    for tag in model.tags:
-        if tag.startswith("size=") and tag[5:] in SIZE_ORDER:
-            return SIZE_ORDER.index(tag[5:])
-    return None
-
-
-def best_model(models: Iterable[ModelAd], req: ModelRequirement) -> ModelAd | None:
-    """The model a node would use for ``req``: the fastest decoder among those that qualify."""
-    fitting = [m for m in models if req.satisfied_by(m)]
-    if not fitting:
-        return None
-    return max(fitting, key=lambda m: (m.decode_tps or 0.0, m.name))
-
-
-# --- messages ------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class CallForBids:
-    auction_id: str
-    agent_id: str
-    home: PeerId
-    owner: PeerId
-    """Peer id of the agent owner's device (privacy ``private`` means: devices paired with it)."""
-    requirement: str
-    context_tokens: int
-    output_tokens: int
-    privacy: str
-    policy: str
-    snapshot_bytes: int
-    issued_at: float
-    bid_deadline: float
-    """Bids arriving after this are ignored."""
-    deadline_s: float | None = None
-    """Soft completion deadline for the step, in seconds from ``issued_at``."""
-    kv_model_sha256: str = ""
-    """The model whose KV cache the agent can bring ("" = none)."""
-    max_price: float | None = None
-    fresh_tokens: int = 0
-    """Context tokens the KV cache does not cover yet (new tool output): prefilled even with the KV."""
-    kv_bytes: int = 0
-    """Size of that KV cache; a bidder holding the model adds it to the transfer, or recomputes if cheaper."""
-    tool_memory_bytes: int = 0
-    """The largest sandbox memory one of the agent's WASI tools needs (its manifest): a bidder must allow it."""
-    tool_fuel: int = 0
-    """The largest fuel budget one of the agent's WASI tools needs."""
-
-
-@dataclass(frozen=True, slots=True)
-class Bid:
-    auction_id: str
-    bidder: PeerId
-    model_name: str
-    model_sha256: str
-    transfer_s: float
-    queue_s: float
-    prefill_s: float
-    decode_s: float
-    price: float
-    expires_at: float
-    energy: str = ""
-    """e.g. ``mains`` or ``battery 35%``."""
-
-    @property
-    def estimate(self) -> Estimate:
-        return Estimate(self.transfer_s, self.queue_s, self.prefill_s, self.decode_s, self.price)
-
-
-@dataclass(frozen=True, slots=True)
-class Decline:
-    auction_id: str
-    bidder: PeerId
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Award:
-    auction_id: str
-    agent_id: str
-    winner: PeerId
-    expires_at: float
-    """The winner keeps its reservation until then; the handoff must start before it."""
-
-
-@dataclass(frozen=True, slots=True)
-class Release:
-    auction_id: str
-    """Sent to losing bidders: drop the reservation."""
-
-
-@dataclass(frozen=True, slots=True)
-class Report:
-    """What a winner reports after the step: the truth its reputation is judged on."""
-
-    auction_id: str
-    bidder: PeerId
-    estimated_s: float
-    actual_s: float
-
-
-Message = CallForBids | Bid | Decline | Award | Release | Report
-
-_KINDS: Final[dict[type, str]] = {
-    CallForBids: "auction-cfb/1",
-    Bid: "auction-bid/1",
-    Decline: "auction-decline/1",
-    Award: "auction-award/1",
-    Release: "auction-release/1",
-    Report: "auction-report/1",
-}
-_BY_KIND: Final = {v: k for k, v in _KINDS.items()}
-
-
-def encode(msg: Message, key: Ed25519PrivateKey) -> bytes:
-    kind = _KINDS[type(msg)]
-    return codec.encode({"k": kind, "e": signed.sign(kind, codec.encode(asdict(msg)), key)})
-
-
-def decode(data: bytes, *, now: float | None = None) -> tuple[PeerId, Message]:
-    """Verify and decode an auction message; returns (signer, message).
-
-    The signature is checked before the payload is decoded. Bids and calls whose
-    deadlines have passed raise :class:`ExpiredError` when ``now`` is given.
-    """
-    outer = codec.decode_map(data, max_size=MAX_MESSAGE_BYTES, max_depth=2)
-    kind = get(outer, "k", str)
-    cls = _BY_KIND.get(kind)
-    if cls is None:
-        raise DecodeError(f"unknown auction message kind {kind!r}")
-    env = signed.verify(get(outer, "e", bytes), kind=kind, max_size=MAX_MESSAGE_BYTES)
-    m = codec.decode_map(env.payload, max_size=MAX_MESSAGE_BYTES, max_depth=2)
-    msg = _from_map(cls, m)
-    who = {CallForBids: "home", Bid: "bidder", Decline: "bidder", Report: "bidder"}.get(cls)
-    if who is not None and getattr(msg, who) != env.signer:
-        raise SignatureError(f"{kind} for {getattr(msg, who)} signed by {env.signer}")
-    if now is not None:
-        if isinstance(msg, CallForBids) and msg.bid_deadline < now:
-            raise ExpiredError(f"call for bids {msg.auction_id} closed {now - msg.bid_deadline:.2f} s ago")
-        if isinstance(msg, (Bid, Award)) and msg.expires_at < now:
-            raise ExpiredError(f"{kind} {msg.auction_id} expired {now - msg.expires_at:.2f} s ago")
-    return env.signer, msg
-
-
-@functools.cache
-def _hints(cls: type) -> dict[str, object]:
-    return typing.get_type_hints(cls)
-
-
-def _from_map(cls: type, m: dict[str | int, Value]) -> Message:
-    hints = _hints(cls)
-    kwargs: dict[str, object] = {}
-    for f in dataclasses.fields(cls):
-        t = hints[f.name]
-        optional = f.default is not dataclasses.MISSING
-        if t in (str, PeerId):
-            v: object = get(m, f.name, str) if not optional else opt_field(m, f.name, str, f.default)
-            if len(v) > 256:  # type: ignore[arg-type]
-                raise DecodeError(f"{f.name} too long")
-        elif t is int:
-            v = get(m, f.name, int) if not optional else opt_field(m, f.name, int, f.default)
-            if not 0 <= v < 1 << 62:  # type: ignore[operator]
-                raise DecodeError(f"{f.name} out of range")
-        elif t is float:
-            v = get(m, f.name, float) if not optional else opt_field(m, f.name, float, f.default)
-            if v != v or v in (float("inf"), float("-inf")) or v < 0:  # type: ignore[operator]
-                raise DecodeError(f"{f.name} must be a finite non-negative number")
-        elif t == float | None:
-            v = None if m.get(f.name) is None else get(m, f.name, float)
-            if v is not None and (v != v or v < 0 or v == float("inf")):  # type: ignore[operator]
-                raise DecodeError(f"{f.name} must be a finite non-negative number")
-        else:  # pragma: no cover - every field type is listed above
-            raise TypeError(f"unsupported field type {t!r}")
-        kwargs[f.name] = v
-    msg = cls(**kwargs)
-    if isinstance(msg, CallForBids):
-        if msg.privacy not in {p.value for p in PrivacyClass}:
-            raise DecodeError(f"unknown privacy class {msg.privacy!r}")
-        if msg.policy not in {p.value for p in Policy}:
-            raise DecodeError(f"unknown policy {msg.policy!r}")
-    return msg  # type: ignore[no-any-return]
 
 
 # --- bidding -------------------------------------------------------------------
@@ -423,7 +215,7 @@ def make_bid(
         return decline("hot")
     if call.tool_memory_bytes > ctx.tool_memory_bytes or call.tool_fuel > ctx.tool_fuel:
         return decline(f"tools: cannot give a tool {call.tool_memory_bytes} bytes of memory and {call.tool_fuel} fuel")
-    model = best_model(ctx.models, ModelRequirement(call.requirement))
+    model = best_model(ctx.models, call.need)
     if model is None:
         return decline(f"no model for {call.requirement or 'an LLM'}")
     reservations = reservations.active(now)
@@ -524,7 +316,7 @@ def select_bidders(
     home's :class:`~meshagent.protocol.scoring.Reputation`), so a peer known to
     overstate stops taking a fan-out slot from honest ones.
     """
-    req = ModelRequirement(call.requirement)
+    req = call.need
     rtt_ms = rtt_ms or {}
     reliability = reliability or {}
     scored = []

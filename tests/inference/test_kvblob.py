@@ -104,27 +104,130 @@ def test_signed_envelope_roundtrip_and_refusal() -> None:
         kvblob.open_signed_blob(env, max_size=100)
 
 
-def _seq_state(positions: list[int], n_seq: int = 1, streams: int = 1) -> bytes:
-    import struct
+# --- the llama.cpp sequence state, walked against the model's shape ---------------------
 
-    out = struct.pack("<IiII", kvblob.SEQ_STATE_MAGIC, 0, streams, len(positions))
-    for p in positions:
-        out += struct.pack("<iIi", p, n_seq, 0)
-    return out + b"\0" * 64
+import struct
+
+import numpy as np
+
+F16 = kvblob.TensorShape(1, 8)  # 4 f16 per row
+SHAPE = kvblob.SeqStateShape(cell_ext=0, v_trans=False, k=(F16, F16), v=(F16, F16))
+SHAPE_T = kvblob.SeqStateShape(cell_ext=8, v_trans=True, k=(kvblob.TensorShape(0, 16),),
+                               v=(kvblob.TensorShape(30, 2, 3),))
 
 
-def test_seq_state_cells_must_be_consecutive_single_sequence() -> None:
-    good = _seq_state([0, 1, 2])
-    kvblob.check_seq_state(good, 0, len(good), n_tokens=3, cell_stride=12)
-    for bad, why in [
-        (_seq_state([0, 1, 1]), "positions"),
-        (_seq_state([0, 1, 2**31 - 1]), "positions"),
-        (_seq_state([-5, 1, 2]), "positions"),
-        (_seq_state([0, 1, 2], n_seq=2), "exactly one sequence"),
-        (_seq_state([0, 1, 2], streams=2), "streams"),
-        (_seq_state([0, 1]), "cells"),
-        (b"\0" * 40, "magic"),
-        (_seq_state([0, 1, 2])[:30], "truncated"),
-    ]:
-        with pytest.raises(KVStateError, match=why):
-            kvblob.check_seq_state(bad, 0, len(bad), n_tokens=3, cell_stride=12)
+def seq_state(shape: kvblob.SeqStateShape, n: int, *, positions: list[int] | None = None, n_seq: int = 1,
+              streams: int = 1, cells: int | None = None, v_trans: int | None = None, n_layer: int | None = None,
+              k_type: int | None = None, k_row: int | None = None, k_values: bytes | None = None) -> bytes:
+    """A state as llama.cpp writes one (honest unless a keyword says otherwise)."""
+    out = struct.pack("<IiII", kvblob.SEQ_STATE_MAGIC, 3, streams, n if cells is None else cells)
+    for p in positions if positions is not None else range(n):
+        out += struct.pack("<iI", p, n_seq) + b"\x07" * shape.cell_ext + struct.pack("<i", 3)
+    out += struct.pack("<II", int(shape.v_trans) if v_trans is None else v_trans,
+                       len(shape.k) if n_layer is None else n_layer)
+    for i, t in enumerate(shape.k):
+        row = t.row_bytes if k_row is None or i else k_row
+        out += struct.pack("<iQ", t.ggml_type if k_type is None or i else k_type, row)
+        data = np.full(t.data_bytes(n) // 2, 0.5, dtype="<f2").tobytes() if t.ggml_type == 1 else b"\x00" * t.data_bytes(n)
+        out += k_values if (k_values is not None and i == 0) else data
+    for t in shape.v:
+        out += struct.pack("<iII", t.ggml_type, t.row_bytes, t.n_embd) if shape.v_trans else struct.pack("<iQ", t.ggml_type, t.row_bytes)
+        out += b"\x00" * t.data_bytes(n)
+    return out
+
+
+def check(state: bytes, n: int = 3, shape: kvblob.SeqStateShape = SHAPE) -> None:
+    kvblob.check_seq_state(state, 0, len(state), n_tokens=n, shape=shape)
+
+
+@pytest.mark.parametrize("shape", [SHAPE, SHAPE_T], ids=["plain", "transposed-v-with-cell-ext"])
+def test_an_honest_state_passes_and_its_shape_is_measured(shape: kvblob.SeqStateShape) -> None:
+    state = seq_state(shape, 3)
+    assert len(state) == shape.size(3)
+    check(state, 3, shape)
+    assert kvblob.measure_shape(seq_state(shape, 1), 1) == shape
+
+
+def test_the_size_is_computed_before_anything_is_read() -> None:
+    state = seq_state(SHAPE, 3)
+    for bad in (state[:-1], state + b"\0", state[:20], b""):
+        with pytest.raises(KVStateError, match=f"3 cells of this model take {len(state)}"):
+            check(bad)
+    with pytest.raises(KVStateError, match="at least one token"):
+        check(state, 0)
+
+
+NAN_F16 = np.array([np.nan] + [0.5] * 11, dtype="<f2").tobytes()
+INF_F16 = np.array([0.5] * 11 + [np.inf], dtype="<f2").tobytes()
+
+
+@pytest.mark.parametrize(
+    ("state", "why"),
+    [
+        (seq_state(SHAPE, 3, positions=[0, 1, 1]), "positions"),
+        (seq_state(SHAPE, 3, positions=[0, 1, 2**31 - 1]), "positions"),
+        (seq_state(SHAPE, 3, positions=[-5, 1, 2]), "positions"),
+        (seq_state(SHAPE, 3, n_seq=2), "exactly one sequence"),
+        (seq_state(SHAPE, 3, streams=2), "2 streams"),
+        (seq_state(SHAPE, 3, cells=4), "holds 4 cells"),
+        (seq_state(SHAPE, 3, v_trans=1), "v_trans=1"),
+        (seq_state(SHAPE, 3, n_layer=3), "3 layers; this model has 2"),
+        (seq_state(SHAPE, 3, k_type=0), "K of layer 0 has ggml type 0"),
+        (seq_state(SHAPE, 3, k_row=9), "rows of 9 bytes"),
+        (seq_state(SHAPE, 3, k_values=NAN_F16), "NaN or an infinity"),
+        (seq_state(SHAPE, 3, k_values=INF_F16), "NaN or an infinity"),
+        (b"\0" * SHAPE.size(3), "magic"),
+    ],
+    ids=["duplicate", "max", "negative", "two-sequences", "streams", "cells", "v-trans", "layers", "k-type", "k-row",
+         "nan", "inf", "zeros"],
+)
+def test_a_crafted_state_is_refused(state: bytes, why: str) -> None:
+    assert len(state) == SHAPE.size(3)  # the right size: refused by the walk, not the length
+    with pytest.raises(KVStateError, match=why):
+        check(state)
+
+
+def test_a_transposed_v_of_another_shape_is_refused() -> None:
+    other = kvblob.SeqStateShape(cell_ext=8, v_trans=True, k=SHAPE_T.k, v=(kvblob.TensorShape(30, 2, 4),))
+    with pytest.raises(KVStateError):
+        check(seq_state(other, 3), 3, SHAPE_T)
+    bf16_nan = bytearray(seq_state(SHAPE_T, 3))
+    bf16_nan[-2:] = (0x7FC0).to_bytes(2, "little")
+    with pytest.raises(KVStateError, match="NaN"):
+        check(bytes(bf16_nan), 3, SHAPE_T)
+
+
+def _structural_offsets(shape: kvblob.SeqStateShape, n: int) -> list[int]:
+    """Byte offsets of every field of an honest state that is not a free value (K/V data, ignored ids, cell ext)."""
+    out = list(range(0, 4)) + list(range(8, 16))
+    at = 16
+    for _ in range(n):
+        out += list(range(at, at + 8))
+        at += 8 + shape.cell_ext + 4
+    out += list(range(at, at + 8))
+    at += 8
+    for t in shape.k + shape.v:
+        out += list(range(at, at + 12))
+        at += 12 + t.data_bytes(n)
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(pick=st.integers(min_value=0), flip=st.integers(min_value=1, max_value=255))
+def test_any_damage_to_a_structural_field_is_refused(pick: int, flip: int) -> None:
+    for shape in (SHAPE, SHAPE_T):
+        state = bytearray(seq_state(shape, 3))
+        offsets = _structural_offsets(shape, 3)
+        state[offsets[pick % len(offsets)]] ^= flip
+        with pytest.raises(KVStateError):
+            check(bytes(state), 3, shape)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=SHAPE.size(3), max_size=SHAPE.size(3)) | st.binary(max_size=400))
+def test_random_states_only_raise_kvstate_error(data: bytes) -> None:
+    try:
+        check(data)
+    except KVStateError:
+        pass
+    kvblob.measure_shape(data, 3)  # returns a shape or None; never raises

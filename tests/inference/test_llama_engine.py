@@ -309,9 +309,11 @@ def test_crafted_positions_are_refused_and_leave_no_garbage(
     dst.generate(B, "an innocent bystander", GREEDY)
     dst.load()
     if not checked:
-        # As if the layout were unknown: llama.cpp loads the cells, the engine
-        # sees the bad positions afterwards and must scrub them.
-        monkeypatch.setattr(dst, "_cell_stride", None)
+        # As if a crafted state got past the check: llama.cpp loads the cells, the
+        # engine sees the bad positions afterwards and must scrub them.
+        from meshagent.inference import llama_engine
+
+        monkeypatch.setattr(llama_engine.kvblob, "check_seq_state", lambda *a, **kw: None)
     assert dst.import_kv(C, tokens, forged) is False
     # Refused before llama.cpp read it, or scrubbed by clearing the context
     # (the bystander is evicted then, and rebuilt from its tokens below).
@@ -343,3 +345,68 @@ def test_token_counting_and_default_digest(tiny_model: Path, tiny_sha: str) -> N
         assert e.count_tokens("a b") == 3  # the space is one token
     finally:
         e.close()
+
+
+def _repack(engine: LlamaEngine, blob: bytes, tokens: list[int], edit: Callable[[bytearray], bytes]) -> bytes:
+    """``blob`` with its llama.cpp state edited and its digest recomputed (what a peer can send)."""
+    from meshagent.inference import kvblob
+    from meshagent.inference.llama_api import engine_version
+
+    header, offset = kvblob.unpack_blob(
+        blob, model_sha256=engine.sha256, engine=engine_version(), tokens=tokens, max_state=1 << 30
+    )
+    state = edit(bytearray(blob[offset:]))
+    return kvblob.pack_blob(model_sha256=engine.sha256, engine=engine_version(), tokens=tokens[: header.n_tokens],
+                            state=state)
+
+
+def _at(state: bytearray, offset: int, value: int, size: int = 4) -> bytes:
+    state[offset : offset + size] = value.to_bytes(size, "little", signed=value < 0)
+    return bytes(state)
+
+
+def test_crafted_states_are_refused_before_llama_cpp_reads_them(make_engine: Make, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blobs a peer could send (valid digests, honest header) whose llama.cpp state lies about its shape:
+    each is refused by the check against the local model's shape, llama.cpp never sees it, and the
+    session is rebuilt by prefill with the same continuation."""
+    from meshagent.inference.llama_api import LlamaContext
+
+    src = make_engine()
+    src.generate(A, "a state to tamper with", GREEDY)
+    tokens, blob = src.tokens(A), src.export_kv(A)
+    from meshagent.inference import kvblob
+    from meshagent.inference.llama_api import engine_version
+
+    header, _ = kvblob.unpack_blob(blob, model_sha256=src.sha256, engine=engine_version(), tokens=tokens, max_state=1 << 30)
+    n = header.n_tokens  # the cells the state holds
+    cells_end = 16 + 12 * n  # the tiny model: 12-byte cell records, no extension
+    layer0 = cells_end + 8
+    row = 512  # 256 f16 per K row
+    forgeries = {
+        "layer count": lambda st: _at(st, cells_end + 4, 5),
+        "v_trans": lambda st: _at(st, cells_end, 1),
+        "K type": lambda st: _at(st, layer0, 0),
+        "K row size": lambda st: _at(st, layer0 + 4, row * 2, 8),
+        "cell count": lambda st: _at(st, 12, n - 1),
+        "NaN in K": lambda st: _at(st, layer0 + 12, 0x7E00, 2),
+        "truncated": lambda st: bytes(st[:-row]),
+        "extra cell": lambda st: bytes(st + b"\0" * 12),
+        "n_seq_id": lambda st: _at(st, 16 + 4, 7),
+    }
+    dst = make_engine()
+    dst.load()
+    seen: list[int] = []
+    real = LlamaContext.set_seq_state
+
+    def spy(self: LlamaContext, seq: int, data: bytes, offset: int, size: int) -> None:
+        seen.append(size)
+        real(self, seq, data, offset, size)
+
+    monkeypatch.setattr(LlamaContext, "set_seq_state", spy)
+    for what, edit in forgeries.items():
+        assert dst.import_kv(B, tokens, _repack(src, blob, tokens, edit)) is False, what
+        assert seen == [], f"{what}: llama.cpp was given the state"
+        assert dst.is_resident(B)  # rebuilt by prefill
+    assert dst.generate(B, " onwards", GREEDY).text == src.generate(A, " onwards", GREEDY).text
+    # The honest blob still goes through.
+    assert dst.import_kv(C, tokens, blob) is True and len(seen) == 1

@@ -8,6 +8,7 @@ import pytest
 
 from meshagent.errors import ConfigError
 from meshagent.net.addresses import (
+    ConnectionPath,
     LocalAddress,
     concrete_addrs,
     interface_ipv4s,
@@ -17,6 +18,7 @@ from meshagent.net.addresses import (
     is_wildcard,
     link_of,
     local_addresses,
+    path_on_link,
 )
 
 
@@ -133,3 +135,38 @@ def test_real_machine_addresses_parse() -> None:
         assert a.ip in a.network
     lo4 = interface_ipv4s("lo", local)
     assert "127.0.0.1" in lo4
+
+
+def _path(remote: str | None, local: str | None, relayed: bool = False) -> ConnectionPath:
+    ip = ipaddress.ip_address
+    return ConnectionPath(remote=None if remote is None else ip(remote), local=None if local is None else ip(local),
+                          relayed=relayed)
+
+
+@pytest.mark.parametrize(
+    ("remote", "local", "relayed", "lan"),
+    [
+        ("192.168.1.200", "192.168.1.23", False, True),   # a neighbour on the wifi
+        ("fe80::99", "fe80::23", False, True),             # IPv6 link-local neighbour
+        ("fd00::99", "fd00::23", False, True),
+        ("::ffff:192.168.1.200", "::ffff:192.168.1.23", False, True),  # IPv4-mapped on a dual-stack socket
+        ("127.0.0.1", "127.0.0.1", False, True),           # both ends on this host
+        ("::1", "::1", False, True),
+        ("192.168.1.23", "192.168.1.23", False, True),     # this host through its own LAN address
+        ("192.168.1.200", "192.168.1.23", True, False),    # relayed: the relay's address says nothing
+        ("127.0.0.1", "127.0.0.1", True, False),
+        ("127.0.0.1", None, False, False),                 # loopback needs our end seen as loopback too
+        ("127.0.0.1", "192.168.1.23", False, False),       # loopback to non-loopback
+        ("192.168.1.200", "127.0.0.1", False, False),      # non-loopback to loopback
+        ("172.17.0.5", "192.168.1.23", False, False),      # in one of our subnets, but not our end's
+        ("8.8.8.8", "192.168.1.23", False, False),         # routed from elsewhere
+        ("192.168.2.9", "192.168.1.23", False, False),
+        ("172.17.0.5", None, False, True),                  # our end unknown: any of our subnets
+        ("8.8.8.8", None, False, False),
+        (None, "192.168.1.23", False, False),
+        ("0.0.0.0", "192.168.1.23", False, False),
+        ("224.0.0.251", "192.168.1.23", False, False),
+    ],
+)
+def test_link_is_judged_from_the_connection(remote: str | None, local: str | None, relayed: bool, lan: bool) -> None:
+    assert path_on_link(_path(remote, local, relayed), LAPTOP) is lan

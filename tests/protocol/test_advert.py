@@ -175,3 +175,99 @@ def test_hybrid_key_binding_forged_is_refused(key):
         decode_advert(encode_advert(dataclasses.replace(ad, sealing_key_pq=b""), key), now=1001.0)
     with pytest.raises(DecodeError):
         decode_advert(encode_advert(dataclasses.replace(ad, sealing_key_pq=ad.sealing_key_pq[:-1]), key), now=1001.0)
+
+
+# --- sane numbers only -------------------------------------------------------------
+
+INF, NAN = float("inf"), float("nan")
+
+
+def _model(**kw):
+    from meshagent.protocol.advert import ModelAd
+
+    return (ModelAd(name="tiny", sha256="ab" * 32, size_bytes=11 << 20, **kw),)
+
+
+def _battery(value):
+    from meshagent.protocol.advert import Hardware
+
+    return Hardware(arch="x86_64", os="Linux", cpu_model="cpu", cpu_cores=2, ram_total=1, ram_free=1,
+                    battery_percent=value, on_battery=True)
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"expires_at": INF}, "expires_at must be a finite number"),
+        ({"expires_at": NAN}, "expires_at must be a finite number"),
+        ({"issued_at": NAN}, "issued_at must be a finite number"),
+        ({"issued_at": -INF}, "issued_at must be a finite number"),
+        ({"started_at": INF}, "started_at must be a finite number"),
+        ({"expires_at": 1000.0 + 13.0}, "lifetime of 13.0 s"),
+        ({"expires_at": 1000.0 + 10 * 365 * 86400.0}, "lifetime"),
+        ({"expires_at": 999.0, "issued_at": 1000.0}, "lifetime of -1.0 s"),
+        ({"price_per_1k_tokens": -0.5}, "price"),
+        ({"price_per_1k_tokens": INF}, "price"),
+        ({"price_per_1k_tokens": NAN}, "price"),
+        ({"models": _model(decode_tps=INF)}, "decode_tps"),
+        ({"models": _model(decode_tps=NAN)}, "decode_tps"),
+        ({"models": _model(decode_tps=0.0)}, "decode_tps"),
+        ({"models": _model(decode_tps=-3.0)}, "decode_tps"),
+        ({"models": _model(decode_tps=1e12)}, "decode_tps"),
+        ({"models": _model(prefill_tps=INF)}, "prefill_tps"),
+        ({"hardware": _battery(150.0)}, "battery_percent"),
+        ({"hardware": _battery(NAN)}, "battery_percent"),
+        ({"hardware": _battery(-1.0)}, "battery_percent"),
+        ({"models": _model() * 65}, "65 models"),
+        ({"addrs": ("/ip4/10.0.0.1/tcp/1",) * 65}, "65 addresses"),
+        ({"instance": b""}, "instance"),
+        ({"instance": b"i" * 65}, "instance"),
+    ],
+)
+def test_insane_numbers_are_refused_at_decode(key, fields, reason):
+    ad = dataclasses.replace(make_advert(key, now=1000.0, ttl=12.0), **fields)
+    with pytest.raises(DecodeError, match=reason):
+        decode_advert(encode_advert(ad, key), now=1001.0, max_ttl_s=12.0)
+
+
+def test_lifetime_bound_is_the_receivers(key):
+    ad = make_advert(key, now=1000.0, ttl=60.0)
+    assert decode_advert(encode_advert(ad, key), now=1001.0, max_ttl_s=60.0) == ad
+    with pytest.raises(DecodeError, match="lifetime of 60.0 s; this node accepts 0 to 12 s"):
+        decode_advert(encode_advert(ad, key), now=1001.0, max_ttl_s=12.0)
+    # Without a bound of its own, a receiver still refuses lifetimes beyond the protocol's.
+    from meshagent.protocol.advert import MAX_ADVERT_TTL_S
+
+    with pytest.raises(DecodeError, match="lifetime"):
+        decode_advert(encode_advert(make_advert(key, ttl=MAX_ADVERT_TTL_S + 1), key), now=1001.0)
+
+
+def test_a_ttl_computed_as_now_plus_ttl_passes(key):
+    # now + ttl - now is not exactly ttl in floating point: the node's own adverts must pass.
+    for now in (1000.1, 1.7e9 + 0.123, 1712345678.987654):
+        ad = make_advert(key, now=now, ttl=12.0)
+        assert decode_advert(encode_advert(ad, key), now=now, max_ttl_s=12.0) == ad
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    expires=st.floats(allow_nan=True, allow_infinity=True),
+    decode_tps=st.floats(allow_nan=True, allow_infinity=True) | st.none(),
+    price=st.floats(allow_nan=True, allow_infinity=True),
+    battery=st.floats(allow_nan=True, allow_infinity=True) | st.none(),
+)
+def test_any_advert_that_decodes_has_sane_numbers(expires, decode_tps, price, battery):
+    import math
+
+    ad = make_advert(_KEY, now=1000.0, expires_at=expires, price_per_1k_tokens=price,
+                     models=_model(decode_tps=decode_tps), hardware=_battery(battery))
+    try:
+        got = decode_advert(encode_advert(ad, _KEY), now=1001.0, max_ttl_s=12.0)
+    except RemoteProtocolError:
+        return
+    assert 1001.0 < got.expires_at <= 1000.0 + 12.0 + 1e-3
+    assert math.isfinite(got.price_per_1k_tokens) and got.price_per_1k_tokens >= 0
+    rate = got.models[0].decode_tps
+    assert rate is None or 0 < rate <= 1e7
+    b = got.hardware.battery_percent
+    assert b is None or 0 <= b <= 100

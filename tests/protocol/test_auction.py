@@ -185,3 +185,106 @@ def test_random_bytes(data):
         auction.decode(data)
     except RemoteProtocolError:
         pass
+
+
+# --- everything a peer writes is checked at decode ---------------------------------------
+
+from meshagent.errors import DecodeError, LocalProtocolError
+from meshagent.protocol import codec, signed
+from meshagent.protocol.scoring import Policy, PrivacyClass
+
+
+def _signed(kind: str, payload: dict, key) -> bytes:
+    """A message as a peer could send it: any payload, validly signed (bypassing the dataclass checks)."""
+    return codec.encode({"k": kind, "e": signed.sign(kind, codec.encode(payload), key)})
+
+
+def _raw_call(key, **fields) -> bytes:
+    payload = dataclasses.asdict(call(pid(key)))
+    payload.update(fields)
+    return _signed("auction-cfb/1", payload, key)
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"requirement": "size>=huge"}, "unknown model size 'huge'"),
+        ({"requirement": "size=" + "x" * 300}, "requirement"),
+        ({"privacy": "secret"}, "unknown privacy"),
+        ({"privacy": "ANY"}, "unknown privacy"),
+        ({"policy": "fastest"}, "unknown policy"),
+        ({"policy": 3}, "policy"),
+        ({"issued_at": float("nan")}, "issued_at"),
+        ({"bid_deadline": float("inf")}, "bid_deadline"),
+        ({"max_price": -1.0}, "max_price"),
+        ({"deadline_s": float("nan")}, "deadline_s"),
+        ({"context_tokens": -1}, "context_tokens"),
+        ({"kv_bytes": 1 << 63}, "kv_bytes"),
+        ({"agent_id": "a" * 300}, "agent_id"),
+    ],
+)
+def test_a_peers_bad_call_field_is_refused_at_decode(fields, reason):
+    hk = make_key()
+    with pytest.raises(DecodeError, match=reason):
+        auction.decode(_raw_call(hk, **fields))
+
+
+def test_a_decoded_call_holds_enums_and_a_parsed_requirement():
+    hk = make_key()
+    _, msg = auction.decode(auction.encode(call(pid(hk), privacy="lan", policy="cost"), hk))
+    assert msg.privacy is PrivacyClass.LAN and msg.policy is Policy.COST
+    assert msg.need == ModelRequirement("size>=medium")
+
+
+def test_a_local_call_with_an_unknown_size_is_refused_when_made():
+    # This node's own mistake is a LocalProtocolError, at once, never a bid that fails later.
+    with pytest.raises(LocalProtocolError, match="unknown model size"):
+        call("home", requirement="size>=huge")
+    with pytest.raises(LocalProtocolError, match="privacy"):
+        call("home", privacy="secret")
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"transfer_s": float("inf")}, "transfer_s"),
+        ({"price": -0.1}, "price"),
+        ({"decode_s": float("nan")}, "decode_s"),
+        ({"model_name": "m" * 257}, "model_name"),
+        ({"expires_at": "soon"}, "expires_at"),
+    ],
+)
+def test_a_peers_bad_bid_field_is_refused_at_decode(fields, reason):
+    bk = make_key()
+    bid, _ = make_bid(call("home", requirement=""), ctx(pid(bk), (LARGE,)), Reservations(), now=100.0)
+    payload = {**dataclasses.asdict(bid), **fields}
+    with pytest.raises(DecodeError, match=reason):
+        auction.decode(_signed("auction-bid/1", payload, bk))
+
+
+_HK = make_key()
+_FIELD_VALUES = st.one_of(st.text(max_size=12), st.sampled_from(["size>=huge", "size<=tiny", "size=xl", "lan", "cost"]),
+                          st.floats(allow_nan=True, allow_infinity=True), st.integers(-5, 1 << 64), st.none(),
+                          st.booleans())
+
+
+_REQUIREMENTS = st.one_of(
+    st.builds(lambda op, word: f"size{op}{word}", st.sampled_from([">=", "=", "<=", " >= "]),
+              st.sampled_from(["tiny", "small", "large", "xl", "huge", "giant"]) | st.text("abxyz", min_size=1, max_size=4)),
+    st.text(max_size=8),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from([f.name for f in dataclasses.fields(CallForBids)]), _FIELD_VALUES, max_size=4),
+       _REQUIREMENTS)
+def test_any_call_that_decodes_can_be_bid_on(changes, requirement):
+    """Whatever a peer writes: decode refuses it (a RemoteProtocolError) or bidding on it raises nothing."""
+    payload = {**dataclasses.asdict(call(pid(_HK), requirement="")), "requirement": requirement, **changes}
+    try:
+        _, msg = auction.decode(_signed("auction-cfb/1", payload, _HK))
+    except RemoteProtocolError:
+        return
+    for models in ((SMALL,), (LARGE,), ()):
+        make_bid(msg, ctx(pid(make_key()), models), Reservations(), now=100.0)
+        select_bidders(msg, {}, owner_devices=frozenset(), on_link=frozenset())
