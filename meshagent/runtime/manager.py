@@ -76,6 +76,8 @@ class _Record:
     killed: bool = False
     outcome: Outcome | None = None
     terminal: threading.Event = field(default_factory=threading.Event)
+    queued: trio.CancelScope = field(default_factory=trio.CancelScope)
+    """Covers the wait for an execution slot: :meth:`AgentManager.kill` cancels an agent still waiting."""
 
 
 class AgentManager:
@@ -244,15 +246,20 @@ class AgentManager:
         assert self._nursery is not None
         rec.active = True
         rec.agent.status = "running"
+        rec.queued = trio.CancelScope()
         self._nursery.start_soon(self._drive, rec)
 
     async def _drive(self, rec: _Record) -> None:
         agent = rec.agent
-        await self._slots.acquire_on_behalf_of(agent.agent_id)
-        try:
-            outcome = await trio.to_thread.run_sync(agent.run, limiter=self._threads)
-        finally:
-            self._slots.release_on_behalf_of(agent.agent_id)
+        with rec.queued:
+            await self._slots.acquire_on_behalf_of(agent.agent_id)
+        if rec.queued.cancelled_caught:  # killed before it ever ran
+            outcome = agent.outcome()
+        else:
+            try:
+                outcome = await trio.to_thread.run_sync(agent.run, limiter=self._threads)
+            finally:
+                self._slots.release_on_behalf_of(agent.agent_id)
         if rec.killed:
             agent.status = "killed"
             outcome = replace(outcome, status="killed")
@@ -412,6 +419,16 @@ class AgentManager:
         del self._records[agent_id]
         self._pulse()
 
+    async def delete(self, agent_id: str) -> None:
+        """Remove an ended agent from this node and its store: journal, memory image, files, outputs."""
+        rec = self._records.get(agent_id)
+        if rec is not None and rec.active:
+            raise AgentError(f"agent {agent_id} is still running; kill it first")
+        self._records.pop(agent_id, None)
+        if self._store is not None:
+            await trio.to_thread.run_sync(self._store.delete_agent, agent_id)
+        self._pulse()
+
     def suspend_all(self, reason: str = "suspended by the node") -> None:
         for rec in self._records.values():
             if rec.active:
@@ -434,6 +451,7 @@ class AgentManager:
         rec.killed = True
         if rec.active:
             rec.agent.request_suspend("killed")
+            rec.queued.cancel()  # one still waiting for a slot stops now, not when a slot frees
             while rec.active:
                 await self._changed.wait()
         else:
