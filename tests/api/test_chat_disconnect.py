@@ -45,10 +45,16 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
 
 def _post(port: int, body: dict[str, Any]) -> socket.socket:
     raw = json.dumps(body).encode()
-    sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+    sock = socket.create_connection(("127.0.0.1", port), timeout=120)
     sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                  b"Content-Length: %d\r\n\r\n" % len(raw) + raw)
     return sock
+
+
+def _warm_up(url: str) -> None:
+    """One short chat first: the chat agent is built and the model loaded before the test's own requests."""
+    client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=560)
+    client.chat.completions.create(model="tiny-chat", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
 
 
 def _agents(node: NodeProcess) -> dict[str, str]:
@@ -59,6 +65,7 @@ def test_a_client_that_leaves_stops_its_agent_and_retained_agents_expire(node: N
     url = node.call("api")["url"]
     port = urlsplit(url).port
     assert port is not None
+    _warm_up(url)
     client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=560)
     markers = {name: f"{name}-secret-{secrets.token_hex(6)}" for name in "ABC"}
 
@@ -68,7 +75,7 @@ def test_a_client_that_leaves_stops_its_agent_and_retained_agents_expire(node: N
     with ThreadPoolExecutor(1) as pool:
         known = set(_agents(node))
         long_chat = pool.submit(lambda: client.chat.completions.create(**ask("A", max_tokens=600)))
-        running, _ = wait_for(lambda: set(_agents(node)) - known, timeout=60)
+        running, _ = wait_for(lambda: set(_agents(node)) - known, timeout=120)
         (a,) = running
         known.add(a)
 
@@ -82,7 +89,7 @@ def test_a_client_that_leaves_stops_its_agent_and_retained_agents_expire(node: N
                  if line.lower().startswith(b"x-meshagent-agent:"))
         known.add(b)
         c_sock = _post(port, ask("C", max_tokens=8))  # not streamed: no byte comes back before the answer
-        started, _ = wait_for(lambda: set(_agents(node)) - known, timeout=60)
+        started, _ = wait_for(lambda: set(_agents(node)) - known, timeout=120)
         (c,) = started
         agents = _agents(node)
         assert agents[a] == agents[b] == agents[c] == "running"  # B and C wait for A's slot
@@ -93,7 +100,7 @@ def test_a_client_that_leaves_stops_its_agent_and_retained_agents_expire(node: N
             agents = _agents(node)
             return agents if all(agents.get(x, "deleted") in ("killed", "deleted") for x in (b, c)) else None
 
-        stopped, _ = wait_for(b_and_c_stopped, timeout=60)
+        stopped, _ = wait_for(b_and_c_stopped, timeout=120)
         assert stopped, f"the agents of clients that left still run: {_agents(node)}"
         assert stopped[a] == "running", "A ended before B and C were stopped: the test proves nothing"
 
@@ -103,12 +110,13 @@ def test_a_client_that_leaves_stops_its_agent_and_retained_agents_expire(node: N
     steps = {s["agent_id"] for s in node.call("steps")["steps"]}
     assert a in steps and b not in steps and c not in steps  # B and C never ran their step
     # The retention (3 s) ends for all three: agents, prompts and answers are deleted.
-    gone, _ = wait_for(lambda: not {a, b, c} & set(_agents(node)), timeout=60)
+    gone, _ = wait_for(lambda: not {a, b, c} & set(_agents(node)), timeout=120)
     assert gone, _agents(node)
     for name, marker in markers.items():
         assert files_holding(node, marker.encode()) == [], f"{name}'s prompt stayed on disk"
 
 
+@pytest.mark.timeout(900)
 def test_chat_agents_left_by_a_crash_are_stopped_and_deleted_at_the_next_start(tmp_path: Path) -> None:
     """The node is killed mid-chat: A in its LLM step, B waiting for the only slot. Both stay in the store
     with their prompts; the next start, which would resume them for clients long gone, stops them (the
@@ -126,14 +134,16 @@ def test_chat_agents_left_by_a_crash_are_stopped_and_deleted_at_the_next_start(t
                 "messages": [{"role": "user", "content": f"Keep {markers[name]} safe."}]}
 
     try:
-        port = urlsplit(node.call("api")["url"]).port
+        url = node.call("api")["url"]
+        _warm_up(url)
+        port = urlsplit(url).port
         assert port is not None
-        known: set[str] = set()
+        known = set(_agents(node))
         ids = {}
         with ExitStack() as clients:
-            for name, max_tokens in (("A", 600), ("B", 8)):
+            for name, max_tokens in (("A", 300), ("B", 8)):
                 clients.enter_context(_post(port, ask(name, max_tokens)))
-                started, _ = wait_for(lambda: set(_agents(node)) - known, timeout=60)
+                started, _ = wait_for(lambda: set(_agents(node)) - known, timeout=120)
                 (ids[name],) = started
                 known |= started
             assert set(_agents(node).values()) == {"running"}
@@ -142,7 +152,7 @@ def test_chat_agents_left_by_a_crash_are_stopped_and_deleted_at_the_next_start(t
             assert files_holding(node, marker.encode()), f"{name}'s prompt was not stored: the test proves nothing"
 
         node = NodeProcess(data, name="pi").start()
-        gone, _ = wait_for(lambda: not set(ids.values()) & set(_agents(node)), timeout=300)
+        gone, _ = wait_for(lambda: not set(ids.values()) & set(_agents(node)), timeout=480)
         assert gone, _agents(node)
         ran = set(ids.values()) & {s["agent_id"] for s in node.call("steps")["steps"]}
         assert len(ran) <= 1, "the agent waiting for the slot ran its step for nobody"
