@@ -155,6 +155,16 @@ class ApiConfig:
     """TCP port (0 = any free port); when taken, one of the next 20, else any free port."""
     token: str = ""
     """Bearer token for non-loopback binds; empty = generated into ``<data dir>/api.token`` (mode 0600)."""
+    allowed_hosts: tuple[str, ...] = ()
+    """Extra names clients may give in the Host header (a reverse proxy's name); the loopback names, the
+    bind address and, for a wildcard bind, this machine's addresses and host name are always allowed."""
+    max_body_bytes: int = 4 << 20
+    """Largest request body; a bigger one is refused as it arrives (413), never buffered."""
+    max_event_streams: int = 32
+    """Dashboard event streams open at once; the next one is refused (503)."""
+    chat_retention_s: float = 0.0
+    """How long a chat completion's agent (and with it the prompt) stays on this node once answered or
+    abandoned; 0 = deleted as soon as the answer is sent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +238,15 @@ def load_config(path: Path | None) -> Config:
     if not node.report_grace_s >= 0:
         raise ConfigError(f"{path}: [node] report_grace_s must not be negative, not {node.report_grace_s}")
     _check_sandbox(config.sandbox, path)
+    api = config.api
+    if not all(isinstance(h, str) and h.strip() for h in api.allowed_hosts):
+        raise ConfigError(f"{path}: [api] allowed_hosts must be a list of host names")
+    for key, value, least in (("max_body_bytes", api.max_body_bytes, 1), ("max_event_streams", api.max_event_streams, 1)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise ConfigError(f"{path}: [api] {key} must be an integer of at least {least}, not {value!r}")
+    if not isinstance(api.chat_retention_s, (int, float)) or isinstance(api.chat_retention_s, bool) \
+            or not 0 <= api.chat_retention_s < float("inf"):
+        raise ConfigError(f"{path}: [api] chat_retention_s must be a number of seconds, 0 or more, not {api.chat_retention_s!r}")
     if config.net.sealing_suite not in SEALING_SUITES:
         raise ConfigError(f"{path}: [net] sealing_suite must be one of {', '.join(SEALING_SUITES)}")
     return config

@@ -167,6 +167,23 @@ class NodeAgents:
         with self.store.transaction() as db:
             db.execute("DELETE FROM agent_meta WHERE agent_id = ?", (agent_id,))
 
+    async def delete(self, agent_id: str) -> None:
+        """Remove an ended agent and everything this node stored about it (journal, files, outputs, result,
+        metadata, placements), the deleted bytes overwritten in the store and its write-ahead log."""
+        self._moves.pop(agent_id, None)  # before the record goes: the move driver looks each one up
+        await self.manager.delete(agent_id)
+        self._meta_cache.pop(agent_id, None)
+        self._excluded.pop(agent_id, None)
+
+        def forget() -> None:
+            with self.store.transaction() as db:
+                for table in ("agent_meta", "results", "unreported", "llm_steps", "placements"):
+                    db.execute(f"DELETE FROM {table} WHERE agent_id = ?", (agent_id,))
+                db.execute("DELETE FROM children WHERE parent_id = ? OR child_id = ?", (agent_id, agent_id))
+            self.store.scrub()
+
+        await trio.to_thread.run_sync(forget)
+
     # StepLog: which model answered each LLM step (persisted; travels in the snapshot meta)
     def get(self, agent_id: str) -> list[str]:
         with self.store.transaction() as db:

@@ -123,6 +123,8 @@ class NodeStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
+            # Deleted rows are overwritten, not left in free pages: a deleted agent's files and journal are gone.
+            self._db.execute("PRAGMA secure_delete=ON")
             self._db.execute("CREATE TABLE IF NOT EXISTS schema_versions (component TEXT PRIMARY KEY, version INTEGER NOT NULL)")
         self.ensure_schema("agents", 1, _AGENT_SCHEMA)
 
@@ -300,6 +302,14 @@ class NodeStore:
     def delete_agent(self, agent_id: str) -> None:
         with self.transaction() as db:
             db.execute("DELETE FROM agents WHERE agent_id = ?", (agent_id,))
+
+    def scrub(self) -> None:
+        """Copy the write-ahead log into the database and truncate it, so that the old versions of
+        deleted rows it still holds are gone from the disk files too (with ``secure_delete``)."""
+        with self._lock:
+            busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy:
+            log.warning("the node store's write-ahead log could not be truncated (busy); deleted rows stay in it until the next checkpoint")
 
 
 def _meta(snap: AgentSnapshot) -> bytes:

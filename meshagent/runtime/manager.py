@@ -385,6 +385,16 @@ class AgentManager(Supervision):
         del self._records[agent_id]
         self._pulse()
 
+    async def delete(self, agent_id: str) -> None:
+        """Remove an ended agent from this node and its store: journal, memory image, files, outputs."""
+        rec = self._records.get(agent_id)
+        if rec is not None and rec.active:
+            raise AgentError(f"agent {agent_id} is still running; kill it first")
+        self._records.pop(agent_id, None)
+        if self._store is not None:
+            await trio.to_thread.run_sync(self._store.delete_agent, agent_id)
+        self._pulse()
+
     def suspend_all(self, reason: str = "suspended by the node") -> None:
         for rec in self._records.values():
             if rec.active:

@@ -32,8 +32,10 @@ class Mesh:
 
 
 def _api_port0(data_dir: Path) -> None:
+    # The tests look at chat agents after their answers (agents, steps, the dashboard's
+    # placements): keep them an hour instead of deleting them with the answer.
     with (data_dir / "config.toml").open("a") as f:
-        f.write("\n[api]\nport = 0\n")
+        f.write("\n[api]\nport = 0\nchat_retention_s = 3600\n")
 
 
 @pytest.fixture(scope="package")

@@ -47,8 +47,8 @@ def test_lan_bind_requires_the_token(tmp_path: Path) -> None:
 
         models = openai.OpenAI(base_url=url + "/v1", api_key=token, max_retries=0).models.list()
         assert [m.id for m in models] == ["tiny-chat"]
-        with urllib.request.urlopen(f"{url}/api/state?token={token}", timeout=10) as ok:  # the dashboard's stream
-            assert ok.status == 200
+        with urllib.request.urlopen(f"{url}/api/events?token={token}", timeout=10) as ok:  # the dashboard's stream
+            assert ok.status == 200 and ok.readline() == b"event: state\n"
         with urllib.request.urlopen(url + "/", timeout=10) as page:  # the page itself holds no data
             assert b"meshagent" in page.read()
     finally:

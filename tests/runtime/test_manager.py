@@ -10,13 +10,15 @@ from pathlib import Path
 import pytest
 import trio
 
-from meshagent.errors import AgentNotFound, ControlError
+from meshagent.config import SandboxLimits
+from meshagent.errors import AgentError, AgentNotFound, ControlError
 from meshagent.node.control import ControlServer, call, call_streaming
 from meshagent.node.store import NodeStore
 from meshagent.runtime.control_ops import control_handlers
 from meshagent.runtime.manager import AgentManager
 from meshagent.runtime.modules import ModuleCache
 from meshagent.runtime.services import LlmOptions, Suspend
+from meshagent.runtime.vfs import VirtualFs
 from tests.runtime.fakes import ScriptedLlm
 from tests.runtime.helpers import run_alone
 
@@ -228,3 +230,34 @@ async def test_cli_talks_to_the_node_through_the_control_api(tmp_path: Path, bui
         missing = await cli("kill", "nope")
         assert missing.returncode == 1 and b"no agent 'nope'" in missing.stderr
         nursery.cancel_scope.cancel()
+
+
+async def test_kill_stops_an_agent_still_waiting_for_a_slot_and_delete_leaves_no_trace(
+    tmp_path: Path, wasm: Callable[[str], bytes], modules: ModuleCache
+) -> None:
+    """One slot, held by an agent in its LLM call: a second agent waiting for the slot is killed at once
+    (not when the slot frees), and deleting it overwrites its files and journal in the store and its WAL."""
+    store = NodeStore.open(tmp_path)
+    gated = GatedLlm()
+    manager = AgentManager(modules=modules, services=gated, store=store, limits=SandboxLimits(max_instances=1))
+    marker = b"queued-secret-7f3a9c"
+    async with trio.open_nursery() as nursery:
+        await nursery.start(manager.run)
+        holder = await manager.launch(wasm("retry"), args=["agent"])
+        await trio.to_thread.run_sync(gated.entered.wait)
+        waiting = await manager.launch(wasm("retry"), args=["agent"], vfs=VirtualFs(files={"secret.txt": marker}))
+        assert marker in (tmp_path / "node.sqlite").read_bytes() + (tmp_path / "node.sqlite-wal").read_bytes()
+        with trio.fail_after(10):  # the holder keeps its slot all along: only a cancelled wait ends this
+            info = await manager.kill(waiting)
+        assert info.status == "killed" and manager.is_active(holder)
+        await manager.delete(waiting)
+        await trio.to_thread.run_sync(store.scrub)
+        assert not manager.is_known(waiting) and store.status_of(waiting) is None
+        files = [p for p in tmp_path.iterdir() if p.name.startswith("node.sqlite")]
+        assert files and not any(marker in p.read_bytes() for p in files)
+        with pytest.raises(AgentError, match="still running"):
+            await manager.delete(holder)
+        gated.gate.set()
+        assert (await manager.wait(holder)).exit_code == 0
+        nursery.cancel_scope.cancel()
+    store.close()

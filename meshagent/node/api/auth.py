@@ -1,9 +1,12 @@
 """Bearer tokens for the API when it listens beyond loopback.
 
-On loopback only this machine's users can connect, so no token is needed. Any
-other bind requires ``Authorization: Bearer <token>`` (or ``?token=`` for the
-dashboard's event stream, which browsers open without headers). The page and
-its static assets hold no data and are served without a token.
+On loopback only this machine's users can connect, so no token is needed (web
+pages are kept out by :mod:`.guard`). Any other bind requires
+``Authorization: Bearer <token>``. Only the dashboard's event stream
+(``GET /api/events``) may carry it as ``?token=`` instead, because a browser's
+``EventSource`` cannot send headers; anywhere else a query token is ignored, so
+it does not spread into links, logs and histories. The page and its static
+assets hold no data and are served without a token.
 The token comes from ``[api] token`` or is generated once into
 ``<data dir>/api.token`` with mode 0600.
 """
@@ -22,9 +25,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from meshagent.node.api.errors import error_body
 
-__all__ = ["TOKEN_FILE", "is_loopback", "load_or_create_token", "BearerAuth"]
+__all__ = ["TOKEN_FILE", "QUERY_TOKEN_PATH", "is_loopback", "load_or_create_token", "BearerAuth"]
 
 TOKEN_FILE: Final = "api.token"
+QUERY_TOKEN_PATH: Final = "/api/events"
+"""The one route that accepts ``?token=``: an ``EventSource`` cannot send an Authorization header."""
 
 
 def is_loopback(bind: str) -> bool:
@@ -66,6 +71,8 @@ class BearerAuth:
         for name, value in scope.get("headers", []):
             if name == b"authorization" and value[:7].lower() == b"bearer ":
                 return bytes(value[7:].strip())
+        if scope.get("method") != "GET" or scope.get("path") != QUERY_TOKEN_PATH:
+            return b""
         raw: bytes = scope.get("query_string", b"")
         query = parse_qs(raw.decode("latin-1"))
         return query.get("token", [""])[0].encode()
@@ -75,7 +82,7 @@ class BearerAuth:
         public = path == "/" or path.startswith("/static/")
         if scope["type"] == "http" and not public and not secrets.compare_digest(self._presented(scope), self._token):
             body = json.dumps(error_body("missing or wrong API key: send 'Authorization: Bearer <token>' "
-                                         "(the token is in <data dir>/api.token)",
+                                         "(the token is in <data dir>/api.token; only /api/events takes ?token=)",
                                          type="invalid_request_error", code="invalid_api_key")).encode()
             await send({"type": "http.response.start", "status": 401,
                         "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")]})

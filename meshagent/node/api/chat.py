@@ -1,4 +1,4 @@
-"""Running one chat completion as a mesh agent (``meshagent/agents/chat.c``).
+"""Running one chat completion as a mesh agent (``meshagent/agents/chat.c``), and ending its stay.
 
 The request's transcript and options go into the agent's virtual directory;
 the agent makes one ``mesh_llm`` step and prints the reply. Its metadata
@@ -6,14 +6,25 @@ the agent makes one ``mesh_llm`` step and prints the reply. Its metadata
 its very first step is placed under the request's privacy class: a step for a
 model only a peer holds is auctioned and the agent moves there, sealed; the
 result comes back through the results relay like any agent's.
+
+A chat agent lives only as long as its request. Once the answer is sent it is
+deleted with its files (the prompt), journal and result, or kept for
+``[api] chat_retention_s`` and deleted then; a client that goes away first has
+its agent stopped (killed, even while it still waits for a slot) and deleted
+the same way. The agents the API started are listed in the store (table
+``api_chats``, ids and times only), so one left by a restart is stopped and
+deleted too.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import trio
 
@@ -35,6 +46,16 @@ __all__ = ["ChatReply", "ChatAgents", "CHAT_SOURCE"]
 log = logging.getLogger(__name__)
 
 CHAT_SOURCE = AGENTS_DIR / "chat.c"
+_SCHEMA: Final = (
+    """CREATE TABLE api_chats (
+        agent_id TEXT PRIMARY KEY,
+        started REAL NOT NULL,
+        ended REAL)""",
+)
+"""The chat agents this API started; ``ended`` (wall time) when the request was over, the retention starting then."""
+_RESULT_WAIT_S: Final = 30.0
+"""How long a stopped agent's result may take to be saved by the node (it is deleted after that, never before)."""
+_SWEEP_S: Final = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,15 +70,24 @@ class ChatReply:
 
 
 class ChatAgents:
-    """Builds the chat agent once (cached in the data dir) and runs one per request."""
+    """Builds the chat agent once (cached in the data dir), runs one per request, and deletes it after."""
 
-    def __init__(self, agents: NodeAgents, placement: PlacementService, peer_id: str, cache_dir: Path) -> None:
+    def __init__(self, agents: NodeAgents, placement: PlacementService, peer_id: str, cache_dir: Path, *,
+                 retention_s: float = 0.0, clock: Callable[[], float] = time.time) -> None:
         self._agents = agents
         self._placement = placement
         self._peer_id = peer_id
         self._cache_dir = cache_dir
+        self._retention_s = retention_s
+        self._clock = clock
         self._wasm: bytes | None = None
         self._lock = trio.Lock()
+        self._serving: set[str] = set()
+        """Agents whose request is still open: never stopped or deleted behind its back."""
+        self._ending: set[str] = set()
+        self._abandoned, self._to_stop = trio.open_memory_channel[str](math.inf)
+        self.deleted = 0
+        """Chat agents deleted since the node started."""
 
     async def module(self) -> bytes:
         """The chat agent's wasm, built with ``zig cc`` on first use (``BuildError`` → 503)."""
@@ -73,23 +103,30 @@ class ChatAgents:
             return self._wasm
 
     async def start(self, request: ChatRequest) -> str:
-        """Start the agent for ``request``; returns its id."""
+        """Start the agent for ``request``; returns its id. The caller must end its stay:
+        :meth:`release` once it ended, else :meth:`abandon`."""
         wasm = await self.module()
         manager = self._agents.manager
         agent_id = new_agent_id()
-        meta = AgentMeta(owner=self._peer_id, privacy=request.privacy, policy=request.policy)
-        await trio.to_thread.run_sync(self._agents.set_meta, agent_id, meta)
-        files = {"prompt.txt": render_prompt(request.messages).encode(), "options.txt": llm_options(request).encode()}
-        loaded = await trio.to_thread.run_sync(manager.modules.load, wasm, KNOWN_IMPORTS)
-        snapshot = AgentSnapshot(
-            agent_id=agent_id,
-            module_sha256=loaded.sha256,
-            module=wasm,
-            journal=Journal(limit=manager.limits.journal_bytes),
-            args=("chat",),
-            vfs=VirtualFs(files=files),
-        )
-        await manager.start(snapshot, loaded=loaded)
+        self._serving.add(agent_id)
+        try:
+            await trio.to_thread.run_sync(self._listed, agent_id, self._clock())
+            meta = AgentMeta(owner=self._peer_id, privacy=request.privacy, policy=request.policy)
+            await trio.to_thread.run_sync(self._agents.set_meta, agent_id, meta)
+            files = {"prompt.txt": render_prompt(request.messages).encode(), "options.txt": llm_options(request).encode()}
+            loaded = await trio.to_thread.run_sync(manager.modules.load, wasm, KNOWN_IMPORTS)
+            snapshot = AgentSnapshot(
+                agent_id=agent_id,
+                module_sha256=loaded.sha256,
+                module=wasm,
+                journal=Journal(limit=manager.limits.journal_bytes),
+                args=("chat",),
+                vfs=VirtualFs(files=files),
+            )
+            await manager.start(snapshot, loaded=loaded)
+        except BaseException:
+            self.abandon(agent_id)
+            raise
         log.info("chat completion for %r runs as agent %s (privacy %s, policy %s)",
                  request.model, agent_id, request.privacy, request.policy)
         return agent_id
@@ -119,6 +156,113 @@ class ChatAgents:
             prompt_tokens=None if step is None else step.prompt_tokens,
             completion_tokens=None if step is None else step.completion_tokens,
         )
+
+    # --- the end of a chat agent's stay ---------------------------------------------------------
+
+    async def release(self, agent_id: str) -> None:
+        """The request got its answer (or the agent's failure): delete the agent now, or start its retention.
+
+        Shielded and bounded: a client that leaves at this moment must not leave the prompt behind."""
+        if agent_id not in self._serving:
+            return
+        self._serving.discard(agent_id)
+        with trio.CancelScope(shield=True):
+            await self._end(agent_id)
+
+    def abandon(self, agent_id: str) -> None:
+        """The request is over before its answer (the client left, a timeout): stop the agent, then as
+        :meth:`release`. Never blocks, so it can run where the request is being cancelled; a no-op after
+        :meth:`release`."""
+        if agent_id in self._serving:
+            self._serving.discard(agent_id)
+            self._abandoned.send_nowait(agent_id)
+
+    async def _end(self, agent_id: str) -> None:
+        if agent_id in self._ending:
+            return
+        self._ending.add(agent_id)
+        try:
+            manager = self._agents.manager
+            if manager.is_known(agent_id):
+                if manager.is_active(agent_id):
+                    await manager.kill(agent_id)
+                    log.info("chat agent %s stopped: its client went away", agent_id)
+                # The node saves every ended agent's result; deleting before that would let it be written back.
+                with trio.move_on_after(_RESULT_WAIT_S):
+                    await self._agents.wait_result(agent_id)
+                    if self._retention_s <= 0:
+                        await self._delete(agent_id)
+                        return
+                    await trio.to_thread.run_sync(self._ended, agent_id, self._clock())
+                    return
+                log.warning("chat agent %s ended but its result was not saved in time; deleting it later", agent_id)
+                return
+            # Not here (it ran on a peer, or never started): only this node's records of it remain.
+            if self._retention_s <= 0:
+                await self._delete(agent_id)
+            else:
+                await trio.to_thread.run_sync(self._ended, agent_id, self._clock())
+        finally:
+            self._ending.discard(agent_id)
+
+    async def _delete(self, agent_id: str) -> None:
+        await self._agents.delete(agent_id)
+        await trio.to_thread.run_sync(self._unlisted, agent_id)
+        self.deleted += 1
+
+    async def _sweep(self) -> None:
+        """Delete the agents whose retention is over; stop and end the ones no request serves (a restart)."""
+        now = self._clock()
+        for agent_id, ended in await trio.to_thread.run_sync(self._ledger):
+            if agent_id in self._serving or agent_id in self._ending:
+                continue
+            if ended is None:  # each stopped in its own task: one in a long LLM step holds up no other
+                self._abandoned.send_nowait(agent_id)
+            elif now - ended >= self._retention_s:
+                await self._delete(agent_id)
+
+    async def _sweep_loop(self) -> None:
+        interval = _SWEEP_S if self._retention_s <= 0 else min(max(self._retention_s / 4, 0.5), _SWEEP_S)
+        while True:
+            try:
+                await self._sweep()
+            except Exception:  # task boundary: a failed sweep is retried at the next one
+                log.exception("deleting ended chat agents failed")
+            await trio.sleep(interval)
+
+    async def _stop(self, agent_id: str) -> None:
+        try:
+            await self._end(agent_id)
+        except Exception:  # task boundary: the next sweep tries again
+            log.exception("stopping chat agent %s failed", agent_id)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Stop and delete abandoned chat agents as they come, and sweep ended ones."""
+        store = self._agents.store
+        await trio.to_thread.run_sync(store.ensure_schema, "api", 1, _SCHEMA)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._sweep_loop)
+            task_status.started()
+            async for agent_id in self._to_stop:
+                nursery.start_soon(self._stop, agent_id)
+
+    # --- the list of chat agents (blocking: run in a thread) ------------------------------------
+
+    def _listed(self, agent_id: str, now: float) -> None:
+        with self._agents.store.transaction() as db:
+            db.execute("INSERT INTO api_chats VALUES (?, ?, NULL)", (agent_id, now))
+
+    def _ended(self, agent_id: str, now: float) -> None:
+        with self._agents.store.transaction() as db:
+            db.execute("UPDATE api_chats SET ended = ? WHERE agent_id = ? AND ended IS NULL", (now, agent_id))
+
+    def _unlisted(self, agent_id: str) -> None:
+        with self._agents.store.transaction() as db:
+            db.execute("DELETE FROM api_chats WHERE agent_id = ?", (agent_id,))
+
+    def _ledger(self) -> list[tuple[str, float | None]]:
+        with self._agents.store.transaction() as db:
+            return [(str(a), e) for a, e in db.execute("SELECT agent_id, ended FROM api_chats ORDER BY started")]
 
 
 def _failure(agent_id: str, why: str) -> ApiError:

@@ -55,6 +55,8 @@ class MeshView:
         self._placement = placement
         self._agents = agents
         self.peer_id = peer_id
+        self.builds = 0
+        """Dashboard states built so far (each reads the store for every recent agent)."""
 
     def adverts(self) -> list[Advert]:
         """This node's advert first, then every peer's."""
@@ -109,6 +111,7 @@ class MeshView:
 
     async def state(self) -> dict[str, Any]:
         """The whole dashboard state as JSON-ready data."""
+        self.builds += 1
         now = time.time()
         own = self._placement.own_advert()
         peers = [_peer(own, me=True, rtt_ms=None, age_s=0.0)]

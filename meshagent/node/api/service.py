@@ -2,7 +2,9 @@
 
 One starlette app carries the OpenAI-compatible API (``/v1/...``) and the
 dashboard (``/``, ``/api/...``). It listens on ``[api] bind`` (loopback by
-default); binding anywhere else turns on bearer-token authentication. When
+default); binding anywhere else turns on bearer-token authentication. Every
+request first passes :class:`~meshagent.node.api.guard.RequestGuard` (Host,
+Origin, Content-Type, body size), whatever the bind. When
 ``[api] port`` is taken one of the next 20 is used (then any free port); the URL in
 use is logged, written to ``<data dir>/api.url`` and returned by the control
 op ``api``.
@@ -28,8 +30,9 @@ from meshagent.errors import ConfigError
 from meshagent.node.agents import NodeAgents
 from meshagent.node.api.auth import TOKEN_FILE, BearerAuth, is_loopback, load_or_create_token
 from meshagent.node.api.chat import ChatAgents
-from meshagent.node.api.dashboard import dashboard_routes
+from meshagent.node.api.dashboard import StateFeed, dashboard_routes
 from meshagent.node.api.errors import EXCEPTION_HANDLERS
+from meshagent.node.api.guard import HostAllowList, RequestGuard
 from meshagent.node.api.mesh_view import MeshView
 from meshagent.node.api.openai_routes import openai_routes
 from meshagent.node.control import Emit, Handler
@@ -51,19 +54,27 @@ class ApiService:
         self._config = config
         self._data_dir = data_dir
         self.view = MeshView(membership, placement, agents, peer_id)
-        self.chat = ChatAgents(agents, placement, peer_id, data_dir / "cache" / "agents")
+        self.chat = ChatAgents(agents, placement, peer_id, data_dir / "cache" / "agents",
+                               retention_s=float(config.chat_retention_s))
+        self.feed = StateFeed(self.view, config.max_event_streams)
+        self.hosts = HostAllowList(config.bind, config.allowed_hosts)
         self.url = ""
         self.auth = not is_loopback(config.bind)
 
     def app(self, token: str | None) -> Starlette:
-        middleware = [Middleware(BearerAuth, token=token)] if token else []
-        return Starlette(routes=[*openai_routes(self.view, self.chat), *dashboard_routes(self.view)],
+        middleware = [Middleware(RequestGuard, hosts=self.hosts, max_body_bytes=self._config.max_body_bytes)]
+        if token:
+            middleware.append(Middleware(BearerAuth, token=token))
+        return Starlette(routes=[*openai_routes(self.view, self.chat), *dashboard_routes(self.view, self.feed)],
                          middleware=middleware, exception_handlers=EXCEPTION_HANDLERS)
 
     def handlers(self) -> dict[str, Handler]:
         async def api(params: dict[str, Any], emit: Emit) -> dict[str, Any]:
             return {"url": self.url, "auth": self.auth,
-                    "token_file": str(self._data_dir / TOKEN_FILE) if self.auth and not self._config.token else None}
+                    "token_file": str(self._data_dir / TOKEN_FILE) if self.auth and not self._config.token else None,
+                    "event_streams": self.feed.streams, "max_event_streams": self.feed.max_streams,
+                    "state_ticks": self.feed.ticks, "state_builds": self.view.builds,
+                    "chat_agents_deleted": self.chat.deleted}
 
         return {"api": api}
 
@@ -106,6 +117,8 @@ class ApiService:
         app = self.app(token)
         config = self._hypercorn(self._listen())
         async with trio.open_nursery() as nursery:
+            await nursery.start(self.chat.run)
+            await nursery.start(self.feed.run)
             # hypercorn types its ASGI callable more narrowly than starlette's app; it is one.
             binds: list[str] = await nursery.start(partial(serve, app, config))  # type: ignore[arg-type]
             self.url = binds[0]
