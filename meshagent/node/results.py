@@ -10,14 +10,11 @@ agent over itself (:meth:`ResultsRelay.handed_over`), when the agent comes back
 from the current holder. Results, custody and children notices from peers are
 judged and recorded in one transaction; a forgery stores nothing.
 
-**At a holder.** ``owed(seq, owner, kind, agent_id, dedupe, body)`` — what this
-node owes to other owners: results of agents that ended here, custody notices
-for agents it handed on, children notices for forks here. Each row is written
-in the same transaction as the fact it announces (or, for a handoff, right
-after its commit is persisted, and again by the handoff's recovery), and
-deleted only when the owner answers ok. One delivery task per owner sends
-them, the rows about one agent in order, with backoff while the owner is away
-or not ready, across restarts.
+**At a holder.** What this node owes other owners (:mod:`meshagent.node.owed`):
+results of agents that ended here, custody notices for agents it handed on,
+children notices for forks here. Each is written in the same transaction as the
+fact it announces (for a handoff: right after its commit is persisted, and again
+by the handoff's recovery) and re-sent until the owner answers ok.
 
 **Waiting.** :meth:`ResultsRelay.wait` returns an agent's result the moment it
 is stored here (ended here or relayed), or asks the owner when the agent
@@ -31,13 +28,13 @@ import logging
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
 from typing import Final
 
 import trio
 
 from meshagent.errors import AgentNotFound, MeshError, NodeError, RemoteProtocolError
 from meshagent.net.host import MeshHost, Stream
+from meshagent.node.owed import EXCHANGE_TIMEOUT_S, RETRY_MAX_S, RETRY_MIN_S, Owed, OwedDelivery, exchange, owe
 from meshagent.node.records import AgentRecords
 from meshagent.node.store import NodeStore
 from meshagent.protocol import codec
@@ -63,9 +60,6 @@ log = logging.getLogger(__name__)
 RESULT_PROTOCOL: Final = rp.RESULT_PROTOCOL
 FETCH_WAIT_S: Final = 25.0
 """How long the owner holds a fetch open for a result that has not arrived (the asker then asks again)."""
-_EXCHANGE_TIMEOUT_S: Final = 30.0
-_RETRY_MIN_S: Final = 0.5
-_RETRY_MAX_S: Final = 5.0
 
 _SCHEMA: Final = (
     """CREATE TABLE custody (
@@ -106,15 +100,6 @@ def result_of(outcome: Outcome, children: Iterable[str]) -> AgentResult:
     ).bounded()
 
 
-@dataclass(frozen=True, slots=True)
-class _Owed:
-    seq: int
-    owner: PeerId
-    kind: str
-    agent_id: str
-    body: bytes | None
-
-
 class ResultsRelay:
     """Custody, results and the ``/meshagent/result/2`` protocol for one node. Start :meth:`run` in its nursery."""
 
@@ -126,7 +111,7 @@ class ResultsRelay:
         host: MeshHost,
         trusted: Callable[[PeerId], bool],
         addrs: Callable[[PeerId], tuple[str, ...]] = lambda peer: (),
-        retry_max_s: float = _RETRY_MAX_S,
+        retry_max_s: float = RETRY_MAX_S,
     ) -> None:
         """``trusted(peer)``: one of this owner's paired devices; ``addrs(peer)``: where to dial a peer
         this node is not connected to (its verified advert)."""
@@ -139,9 +124,7 @@ class ResultsRelay:
         self._retry_max = retry_max_s
         store.ensure_schema("results", 1, _SCHEMA)
         self._events: dict[str, trio.Event] = {}
-        self._wake: dict[PeerId, trio.Event] = {}
-        self._delivering: set[PeerId] = set()
-        self._nursery: trio.Nursery | None = None
+        self._delivery = OwedDelivery(store, host, payload=self._payload, addrs=addrs, retry_max_s=retry_max_s)
         self._token: trio.lowlevel.TrioToken | None = None
         self.refused = 0
         """Reports and notices answered not-ok since the start (forgeries, early arrivals)."""
@@ -151,12 +134,9 @@ class ResultsRelay:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self._token = trio.lowlevel.current_trio_token()
         async with trio.open_nursery() as nursery:
-            self._nursery = nursery
+            await nursery.start(self._delivery.run)
             self._host.set_handler(RESULT_PROTOCOL, self._serve)
-            for owner in await trio.to_thread.run_sync(self._owed_owners):
-                self._deliver_soon(owner)
             task_status.started()
-            await trio.sleep_forever()
 
     # --- waiting ------------------------------------------------------------------------
 
@@ -172,27 +152,23 @@ class ResultsRelay:
         if event is not None:
             event.set()
 
-    def _changed_from_thread(self, agent_ids: Iterable[str], owner: PeerId | None = None) -> None:
+    def _deliver_from_thread(self, owner: PeerId) -> None:
+        """Start delivering to ``owner`` from a worker thread (or the trio thread)."""
         if self._token is None:
             return
-        def wake() -> None:
-            for agent_id in agent_ids:
-                self._changed(agent_id)
-            if owner is not None:
-                self._deliver_soon(owner)
         try:
-            trio.from_thread.run_sync(wake, trio_token=self._token)
+            trio.from_thread.run_sync(self._delivery.soon, owner, trio_token=self._token)
         except trio.RunFinishedError:  # the node is stopping; the rows are durable and sent at the next start
             pass
         except RuntimeError:  # called on the trio thread itself
-            wake()
+            self._delivery.soon(owner)
 
     async def wait(self, agent_id: str, on_moved: Moved | None = None) -> dict[str, object]:
         """The result of an agent, wherever it ran: from this node's store the moment it is there, or
         from its owner when it belongs to another node. ``on_moved`` hears where an agent of this
         node went while it is away. Raises :class:`AgentNotFound` for an agent this node never knew."""
         told: PeerId | None = None
-        delay = _RETRY_MIN_S
+        delay = RETRY_MIN_S
         while True:
             changed = self._event(agent_id)  # before the look: a result stored meanwhile still wakes us
             found, owner, custody = await trio.to_thread.run_sync(self._look, agent_id)
@@ -235,8 +211,8 @@ class ResultsRelay:
     async def _fetch(self, owner: PeerId, agent_id: str) -> AgentResult | str | None:
         """Ask the owner; the result, None (not there yet), or why it could not answer."""
         try:
-            data = await self._exchange(owner, rp.encode(FetchRequest(agent_id)), rp.MAX_REPLY,
-                                        timeout=FETCH_WAIT_S + _EXCHANGE_TIMEOUT_S)
+            data = await exchange(self._host, owner, rp.encode(FetchRequest(agent_id)), rp.MAX_REPLY,
+                                  timeout=FETCH_WAIT_S + EXCHANGE_TIMEOUT_S, addrs=self._addrs)
             reply = rp.decode_fetch_reply(data)
         except MeshError as exc:
             log.debug("fetching the result of %s from %s failed: %s", agent_id, owner, exc)
@@ -258,14 +234,14 @@ class ResultsRelay:
             db.execute("INSERT OR REPLACE INTO results VALUES (?, ?, ?)",
                        (result.agent_id, codec.encode(result.to_wire()), time.time()))
             if owner != self.me:
-                _owe(db, owner, "result", result.agent_id, "", None)
+                owe(db, owner, "result", result.agent_id, "", None)
         return owner if owner != self.me else None
 
     def ended(self, agent_id: str, owner: PeerId | None) -> None:
         """After :meth:`save_ended` (trio thread): wake the waiters, start the delivery."""
         self._changed(agent_id)
         if owner is not None:
-            self._deliver_soon(owner)
+            self._delivery.soon(owner)
 
     def forked(self, parent_id: str, child_ids: list[str], owner: str) -> None:
         """A fork here (blocking, on the agent's thread, after the family is recorded): the owner
@@ -275,8 +251,8 @@ class ResultsRelay:
         notice = ChildrenNotice(parent_id, tuple(child_ids))
         digest = hashlib.sha256(",".join(child_ids).encode()).hexdigest()[:32]
         with self._store.transaction() as db:
-            _owe(db, PeerId(owner), "children", parent_id, digest, rp.encode(notice))
-        self._changed_from_thread((), PeerId(owner))
+            owe(db, PeerId(owner), "children", parent_id, digest, rp.encode(notice))
+        self._deliver_from_thread(PeerId(owner))
 
     async def handed_over(self, agent_id: str, generation: int, to: PeerId) -> None:
         """The handoff of ``agent_id`` at ``generation`` to ``to`` committed on this (sending) side.
@@ -290,7 +266,7 @@ class ResultsRelay:
             return
         body = rp.encode(CustodyNotice(agent_id, generation, to))
         await trio.to_thread.run_sync(self._owe_one, owner, "custody", agent_id, str(generation), body)
-        self._deliver_soon(owner)
+        self._delivery.soon(owner)
 
     async def adopted(self, agent_id: str, generation: int) -> None:
         """The agent arrived here at ``generation``: when this node owns it, it holds it again."""
@@ -309,7 +285,7 @@ class ResultsRelay:
 
     def _owe_one(self, owner: PeerId, kind: str, agent_id: str, dedupe: str, body: bytes | None) -> None:
         with self._store.transaction() as db:
-            _owe(db, owner, kind, agent_id, dedupe, body)
+            owe(db, owner, kind, agent_id, dedupe, body)
 
     # --- the owner's side ----------------------------------------------------------------
 
@@ -364,17 +340,17 @@ class ResultsRelay:
         if verdict in (Verdict.ACCEPT, Verdict.DUPLICATE):
             log.info("%s from %s: %s", what, peer, verdict.value)
             return Reply(True), woken
-        self.refused += 1
         log.warning("%s from %s not accepted (%s)", what, peer, verdict.value)
         return Reply(False, "not accepted from this peer" if verdict is Verdict.LATER else "over this node's limits"), []
 
     async def _serve(self, stream: Stream) -> None:
-        with trio.fail_after(FETCH_WAIT_S + _EXCHANGE_TIMEOUT_S):
+        with trio.fail_after(FETCH_WAIT_S + EXCHANGE_TIMEOUT_S):
             request = rp.decode_request(await stream.receive_frame(rp.MAX_MESSAGE))
             if isinstance(request, FetchRequest):
                 await stream.send_frame(rp.encode(await self._answer_fetch(stream.peer, request.agent_id)))
             else:
                 reply, woken = await trio.to_thread.run_sync(self.accept, stream.peer, request)
+                self.refused += not reply.ok
                 for agent_id in woken:
                     self._changed(agent_id)
                 await stream.send_frame(rp.encode(reply))
@@ -402,109 +378,17 @@ class ResultsRelay:
                     return FetchReply(found)
                 await changed.wait()
         return FetchReply(None)
-
-    # --- delivering what this node owes ---------------------------------------------------
-
-    def _owed_owners(self) -> list[PeerId]:
-        with self._store.transaction() as db:
-            return [PeerId(r[0]) for r in db.execute("SELECT DISTINCT owner FROM owed")]
-
-    def _owed_rows(self, owner: PeerId) -> list[_Owed]:
-        with self._store.transaction() as db:
-            rows = db.execute("SELECT seq, owner, kind, agent_id, body FROM owed WHERE owner = ? ORDER BY seq", (owner,)).fetchall()
-        return [_Owed(int(r[0]), PeerId(r[1]), str(r[2]), str(r[3]), None if r[4] is None else bytes(r[4])) for r in rows]
+    # --- what this node owes ---------------------------------------------------------------
 
     def owed(self) -> list[tuple[str, str, str]]:
         """What this node still owes: (owner, kind, agent id), oldest first (blocking)."""
-        with self._store.transaction() as db:
-            return [(r[0], r[1], r[2]) for r in db.execute("SELECT owner, kind, agent_id FROM owed ORDER BY seq")]
+        return self._delivery.rows()
 
-    def _paid(self, seq: int) -> None:
-        with self._store.transaction() as db:
-            db.execute("DELETE FROM owed WHERE seq = ?", (seq,))
-
-    def _payload(self, row: _Owed) -> bytes | None:
+    def _payload(self, row: Owed) -> bytes | None:
         if row.body is not None:
             return row.body
         found = self.result(row.agent_id)
         return None if found is None else rp.encode(ResultReport(found))
-
-    def _deliver_soon(self, owner: PeerId) -> None:
-        """Make sure a delivery task runs for ``owner`` and looks at its rows again now. Trio thread only."""
-        event = self._wake.get(owner)
-        if event is not None:
-            event.set()
-        if owner in self._delivering or self._nursery is None:
-            return
-        self._delivering.add(owner)
-        self._nursery.start_soon(self._deliver, owner)
-
-    async def _deliver(self, owner: PeerId) -> None:
-        delay = _RETRY_MIN_S
-        try:
-            while True:
-                wake = self._wake[owner] = trio.Event()
-                rows = await trio.to_thread.run_sync(self._owed_rows, owner)
-                if not rows and not wake.is_set():
-                    return
-                if await self._deliver_pass(owner, rows):
-                    delay = _RETRY_MIN_S
-                    continue
-                with trio.move_on_after(delay):
-                    await wake.wait()
-                delay = min(delay * 2, self._retry_max)
-        finally:
-            self._delivering.discard(owner)
-            self._wake.pop(owner, None)
-
-    async def _deliver_pass(self, owner: PeerId, rows: list[_Owed]) -> bool:
-        """Send each agent's oldest row; True when any was accepted. Stops at the first unreachable send."""
-        progressed = False
-        waiting: set[str] = set()
-        for row in rows:
-            if row.agent_id in waiting:
-                continue  # an earlier row about this agent is not accepted yet: keep the order
-            payload = await trio.to_thread.run_sync(self._payload, row)
-            if payload is not None:
-                try:
-                    reply = rp.decode_reply(await self._exchange(owner, payload, 1024, timeout=_EXCHANGE_TIMEOUT_S))
-                except MeshError as exc:
-                    log.debug("delivering %s of %s to %s failed: %s", row.kind, row.agent_id, owner, exc)
-                    return progressed
-                if not reply.ok:
-                    log.info("%s of %s: the owner %s will take it later (%s)", row.kind, row.agent_id, owner, reply.why)
-                    waiting.add(row.agent_id)
-                    continue
-            await trio.to_thread.run_sync(self._paid, row.seq)
-            log.info("delivered the %s of %s to its owner %s", row.kind, row.agent_id, owner)
-            progressed = True
-        return progressed
-
-    async def _exchange(self, peer: PeerId, payload: bytes, max_reply: int, *, timeout: float) -> bytes:
-        """One request and its answer on a fresh stream; every network failure is a :class:`NodeError`."""
-        if peer == self.me:
-            raise NodeError("a node does not relay results to itself")
-        try:
-            with trio.fail_after(timeout):
-                if not self._host.is_connected(peer):
-                    self._host.forget_failures(peer)  # it may have just restarted
-                    if (addrs := self._addrs(peer)):
-                        await self._host.dial(peer, addrs)
-                stream = await self._host.open_stream(peer, RESULT_PROTOCOL)
-                try:
-                    await stream.send_frame(payload)
-                    return await stream.receive_frame(max_reply)
-                finally:
-                    await stream.close()
-        except MeshError:
-            raise
-        except Exception as exc:  # py-libp2p and trio raise assorted types when a peer is away
-            raise NodeError(f"{peer} is not reachable: {type(exc).__name__}: {exc}") from exc
-
-
-def _owe(db: sqlite3.Connection, owner: PeerId, kind: str, agent_id: str, dedupe: str, body: bytes | None) -> None:
-    db.execute("INSERT OR IGNORE INTO owed (owner, kind, agent_id, dedupe, body) VALUES (?, ?, ?, ?, ?)",
-               (owner, kind, agent_id, dedupe, body))
 
 
 def _stored_result(db: sqlite3.Connection, agent_id: str) -> AgentResult | None:

@@ -30,10 +30,12 @@ OWNER, A, B, STRANGER = (PeerId(f"12D3KooW{c * 44}") for c in "OABS")
 X = "a1b2c3d4e5f6"
 
 
-def relay_at(path: Path, me: PeerId, *, trusted: frozenset[PeerId] = frozenset(), host: Any = None) -> ResultsRelay:
+def relay_at(path: Path, me: PeerId, *, trusted: frozenset[PeerId] = frozenset(), host: Any = None,
+             addrs: dict[PeerId, tuple[str, ...]] | None = None) -> ResultsRelay:
     store = NodeStore.open(path)
-    # No host: these tests judge messages and wait for results without a network.
-    return ResultsRelay(store, AgentRecords(store, me), host=host, trusted=lambda p: p in trusted, retry_max_s=0.3)
+    # Without a host, these tests judge messages and wait for results with no network.
+    return ResultsRelay(store, AgentRecords(store, me), host=host, trusted=lambda p: p in trusted, retry_max_s=0.3,
+                        addrs=lambda peer: (addrs or {}).get(peer, ()))
 
 
 def own(relay: ResultsRelay, agent_id: str = X, privacy: str = "any") -> None:
@@ -285,9 +287,7 @@ async def hosts(tmp_path: Path, *names: str):
 
 async def start(nursery: trio.Nursery, path: Path, host: Any, everyone: dict[str, Any],
                 trusted: frozenset[PeerId] = frozenset()) -> ResultsRelay:
-    relay = relay_at(path, host.peer_id, trusted=trusted, host=host)
-    by_id = {h.peer_id: h.addrs for h in everyone.values()}
-    relay._addrs = lambda peer: by_id.get(peer, ())  # noqa: SLF001  where each test host listens
+    relay = relay_at(path, host.peer_id, trusted=trusted, host=host, addrs={h.peer_id: h.addrs for h in everyone.values()})
     await nursery.start(relay.run)
     return relay
 
@@ -317,7 +317,8 @@ async def test_a_result_travels_owner_a_b_and_waits_for_the_notice_it_needs(tmp_
         await offline.handed_over(X, 1, b.me)
         offline._store.close()  # noqa: SLF001
         a = await start(nursery, tmp_path / "a", h["a"], h)
-        waited = await o.wait(X)
+        with trio.fail_after(60):
+            waited = await o.wait(X)  # woken by the relayed result itself
         assert waited["stdout"] == "the answer\n" and o.custody(X) == Custody(b.me, 1)
         await until(lambda: not a.owed() and not b.owed())
         nursery.cancel_scope.cancel()
