@@ -354,7 +354,10 @@ def _agents(args: argparse.Namespace) -> int:
         table.add_column(column)
     for row in rows:
         moves = " → ".join(p["peer"][-6:] for p in row.get("placements", [])) or "-"
-        table.add_row(str(row["agent_id"]), str(row.get("parent_id") or ""), str(row["status"]), str(row.get("privacy", "")),
+        status = str(row["status"])
+        if row.get("held_by"):  # an agent of this node that runs, or ended, elsewhere
+            status += f", {row.get('ended') or 'running'} on {str(row['held_by'])[-6:]}"
+        table.add_row(str(row["agent_id"]), str(row.get("parent_id") or ""), status, str(row.get("privacy", "")),
                       str(row["host_calls"]), "" if row.get("exit_code") is None else str(row["exit_code"]), moves,
                       str(row.get("error") or ""))
     Console().print(table)

@@ -35,10 +35,10 @@ from meshagent.net.host import MeshHost
 from meshagent.node.control import Emit, Handler
 from meshagent.node.custody import NodeCustody
 from meshagent.node.models import NodeModels
-from meshagent.node.mover import Mover, stricter
+from meshagent.node.mover import Mover
 from meshagent.node.placement import PlacementService
 from meshagent.node.records import AgentRecords
-from meshagent.node.results import RESULT_PROTOCOL, ResultsRelay
+from meshagent.node.results import ResultsRelay
 from meshagent.node.services import NodeServices, StepRecord
 from meshagent.node.snapshots import AgentMeta
 from meshagent.node.store import NodeStore
@@ -54,7 +54,7 @@ from meshagent.runtime.outcome import Outcome
 from meshagent.runtime.tools.runtime import ToolRuntime
 from meshagent.runtime.tools.spec import ToolNeeds
 
-__all__ = ["RESULT_PROTOCOL", "NodeAgents", "stricter"]
+__all__ = ["NodeAgents"]
 
 log = logging.getLogger(__name__)
 
@@ -201,16 +201,16 @@ class NodeAgents:
     # --- control ops -------------------------------------------------------------------------
 
     def _away(self, agent: dict[str, Any]) -> None:
-        """An agent listed here but held elsewhere: where it is, or how it ended there (blocking)."""
+        """An agent of this node held elsewhere: ``held_by`` (where it is or ended), and once its result
+        came back, ``ended`` (how it ended there) with its exit code. Its ``status`` stays this node's
+        own (``moved``: not here). Blocking."""
         custody = self.relay.custody(agent["agent_id"])
-        if custody is not None and custody.holder != self._host.peer_id:
-            agent["held_by"] = custody.holder
-        if agent["status"] not in ("moved", "suspended"):
+        if custody is None or custody.holder == self._host.peer_id:
             return
+        agent["held_by"] = custody.holder
         found = self.relay.result(agent["agent_id"])
-        if found is not None:  # it ended on another node and the result came back
-            agent.update(status=found.status, exit_code=found.exit_code, error=found.error, host_calls=found.host_calls,
-                         ended_on=agent.get("held_by", self._host.peer_id))
+        if found is not None and agent["status"] == "moved":
+            agent.update(ended=found.status, exit_code=found.exit_code, error=found.error)
 
     def handlers(self) -> Mapping[str, Handler]:
         ops = dict(control_handlers(self.manager))
