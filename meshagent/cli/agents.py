@@ -1,4 +1,4 @@
-"""Agent subcommands: build, run, resume, agents, logs, checkpoint, fork, rollback, kill."""
+"""Agent subcommands: build, run, result, resume, agents, logs, checkpoint, fork, rollback, kill."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from meshagent.errors import ConfigError
+from meshagent.errors import ConfigError, ControlError
 
 __all__ = ["register"]
 
@@ -46,6 +46,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _run_options(p)
     p.add_argument("rest", nargs=argparse.REMAINDER, metavar="AGENT.wasm [-- ARGS...]")
     p.set_defaults(func=_run)
+
+    p = sub.add_parser("result", help="print how an agent of this node ended, wherever it ran (with --wait: once it ends)")
+    p.add_argument("agent")
+    p.add_argument("--wait", action="store_true", help="wait until the agent ends and its result reaches this node")
+    p.add_argument("--json", action="store_true")
+    _add_data_dir(p)
+    p.set_defaults(func=_result)
 
     p = sub.add_parser("resume", help="resume agents from a snapshot file written by run --snapshot-at (in-process)")
     p.add_argument("file", type=Path)
@@ -229,15 +236,30 @@ def _run(args: argparse.Namespace) -> int:
             raise ConfigError("--snapshot-at, --verify-replay, --services, --model and --out-dir need --local")
         from meshagent.node.control import call_streaming
 
-        result = call_streaming(_data_dir(args), "run", {
-            "module_path": str(args.module.resolve()),
-            "args": agent_args,
-            "env": dict(_env(args.env)),
-            "dir": str(args.dir.resolve()) if args.dir else None,
-            "tools": [str(t.resolve()) for t in args.tool],
-            "privacy": args.privacy,
-            "policy": args.policy,
-        }, timeout=None)
+        moved: dict[str, str] = {}
+
+        def on_event(event: dict[str, Any]) -> None:
+            if isinstance(event.get("moved"), str):
+                moved[event["moved"]] = str(event.get("to"))
+
+        try:
+            result = call_streaming(_data_dir(args), "run", {
+                "module_path": str(args.module.resolve()),
+                "args": agent_args,
+                "env": dict(_env(args.env)),
+                "dir": str(args.dir.resolve()) if args.dir else None,
+                "tools": [str(t.resolve()) for t in args.tool],
+                "privacy": args.privacy,
+                "policy": args.policy,
+            }, on_event=on_event, timeout=None)
+        except ControlError as exc:
+            if not moved:
+                raise
+            agent, to = next(reversed(moved.items()))
+            where = f" --data-dir {args.data_dir}" if args.data_dir else ""
+            raise ControlError(f"agent {agent} moved to {to} and this node stopped before it ended; its result "
+                               f"comes back to this node: start the node again and wait with: "
+                               f"meshagent result {agent} --wait{where}") from exc
         return _print_outcomes([_Remote(o) for o in result["agents"]], args.json)
 
     from meshagent.runtime.local import run_local
@@ -324,6 +346,13 @@ class _Remote:
         return self._raw
 
 
+def _result(args: argparse.Namespace) -> int:
+    from meshagent.node.control import call
+
+    found = call(_data_dir(args), "result", {"agent_id": args.agent, "wait": args.wait}, timeout=None if args.wait else 60.0)
+    return _print_outcomes([_Remote(found)], args.json)
+
+
 def _agents(args: argparse.Namespace) -> int:
     from meshagent.node.control import call
 
@@ -340,7 +369,10 @@ def _agents(args: argparse.Namespace) -> int:
         table.add_column(column)
     for row in rows:
         moves = " → ".join(p["peer"][-6:] for p in row.get("placements", [])) or "-"
-        table.add_row(str(row["agent_id"]), str(row.get("parent_id") or ""), str(row["status"]), str(row.get("privacy", "")),
+        status = str(row["status"])
+        if row.get("held_by"):  # an agent of this node that runs, or ended, elsewhere
+            status += f", {row.get('ended') or 'running'} on {str(row['held_by'])[-6:]}"
+        table.add_row(str(row["agent_id"]), str(row.get("parent_id") or ""), status, str(row.get("privacy", "")),
                       str(row["host_calls"]), "" if row.get("exit_code") is None else str(row["exit_code"]), moves,
                       str(row.get("error") or ""))
     Console().print(table)

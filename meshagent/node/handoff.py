@@ -110,6 +110,10 @@ class AgentCustody(Protocol):
     def has_tool(self, sha256_prefix: str) -> bool:
         """True when a WASI tool whose sha256 starts so is in the local tool store (optional)."""
 
+    async def handed_over(self, agent_id: str, generation: int, to: PeerId) -> None:
+        """The handoff to ``to`` at ``generation`` committed on this sending side (optional; called again by
+        recovery): the agent's owner must learn who holds it now."""
+
 
 @dataclass(frozen=True, slots=True)
 class HandoffPeer:
@@ -368,6 +372,7 @@ class HandoffManager:
                 await self._abort_sender(row)
             case Action.COMMIT | Action.RESEND_COMMIT:
                 await self._db(self.store.set_state, "sender", row.agent_id, row.generation, "committed")
+                await self._handed_over(row)
                 # The agent may have come back here since (a later generation, adopted): keep that one.
                 back = self._custody.holds(row.agent_id) and await self._db(self.store.highest, row.agent_id) > row.generation
                 if not back:
@@ -529,7 +534,13 @@ class HandoffManager:
         """Rule S2: the receiver holds a durable copy — commit, never thaw again."""
         await self._db(self.store.set_state, "sender", row.agent_id, row.generation, "committed")
         self._crash("sender:committed")
+        await self._handed_over(row)
         await self._custody.release(row.agent_id)
+
+    async def _handed_over(self, row: Row) -> None:
+        hook = getattr(self._custody, "handed_over", None)
+        if hook is not None:
+            await hook(row.agent_id, row.generation, PeerId(row.peer))
 
     async def _sender_done(self, row: Row) -> None:
         await self._db(self.store.set_state, "sender", row.agent_id, row.generation, "done")
@@ -734,6 +745,7 @@ class HandoffManager:
                 await self._custody.thaw(agent_id)
             else:
                 await self._db(self.store.put, Row("sender", agent_id, generation, to, "done", "", frozenset()))
+                await self._handed_over(Row("sender", agent_id, generation, to, "done", "", frozenset()))
                 await self._custody.release(agent_id)
         await emit({"phase": "exported", "done": size, "total": size})
         return {"agent": agent_id, "generation": generation, "file": str(file), "to": to, "bytes": size,

@@ -96,6 +96,12 @@ def peer_summary(entry: PeerEntry, now: float) -> dict[str, Any]:
     }
 
 
+def peer_addrs(membership: Membership | None, peer: str) -> tuple[str, ...]:
+    """A peer's addresses from its verified advert (none when it is not in the peer table)."""
+    entry = membership.table.get(peer) if membership is not None else None
+    return entry.advert.addrs if entry is not None else ()
+
+
 class Node:
     """A meshagent node for one data dir. ``await node.run()`` runs it until :meth:`leave`."""
 
@@ -283,7 +289,8 @@ class Node:
                 self.placement = PlacementService(host, self.membership, self.trust, self.config)
                 self.mesh = MeshService(host, self.membership, self.config)
                 self.agents = NodeAgents(
-                    self.config, self.data_dir, host=host, models=self.node_models, placement=self.placement, trust=self.trust
+                    self.config, self.data_dir, host=host, models=self.node_models, placement=self.placement, trust=self.trust,
+                    addrs=lambda peer: peer_addrs(self.membership, peer),
                 )
                 self.placement.set_busy(self.agents.busy_s)
                 self.placement.hot = self.hot
@@ -298,7 +305,7 @@ class Node:
                     data_dir=self.data_dir,
                     identity=self.identity,
                     host=host,
-                    custody=self.agents,
+                    custody=self.agents.custody,
                     peers=peers_from_membership(self.membership),
                     trusted=lambda peer: peer in self.trust,  # type: ignore[operator]
                     on_lan=self.placement.on_link,

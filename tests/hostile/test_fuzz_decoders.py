@@ -21,11 +21,11 @@ from hypothesis import strategies as st
 from meshagent.inference import kvblob
 from meshagent.net import handoff as net_handoff
 from meshagent.net.mdns import parse_txt
-from meshagent.node import agents as node_agents
 from meshagent.node.identity import load_or_create_identity
 from meshagent.node.snapshots import from_sections
 from meshagent.protocol import advert, auction, codec, exchange, pairing, signed
 from meshagent.protocol import handoff as handoff_proto
+from meshagent.protocol import results as results_proto
 from meshagent.protocol import snapshot as snap
 from meshagent.runtime.bundle import decode_family
 from meshagent.runtime.journal import Journal
@@ -269,20 +269,24 @@ def test_fuzz_kv_blobs(data):
 
 
 RESULT_FIELDS = ["agent_id", "parent_id", "status", "exit_code", "stdout", "stderr", "host_calls", "error", "children"]
+NOTICE_FIELDS = ["agent_id", "generation", "holder", "parent_id", "children"]
 
 
 @FUZZ
-@given(st.one_of(inputs(RESULT_FIELDS + ["t", "result"]),
+@given(st.one_of(inputs(RESULT_FIELDS + NOTICE_FIELDS + ["t", "result"]),
                  st.dictionaries(st.sampled_from(RESULT_FIELDS), cbor_values, max_size=9).map(
-                     lambda r: codec.encode({"t": "result", "result": r}))))
+                     lambda r: codec.encode({"t": "result", "result": r})),
+                 st.dictionaries(st.sampled_from(NOTICE_FIELDS), cbor_values, max_size=5).flatmap(
+                     lambda m: st.sampled_from(["custody", "children", "fetch"]).map(lambda t: codec.encode({**m, "t": t})))))
 def test_fuzz_results_relay_messages(data):
     def decode() -> None:
-        msg = codec.decode_map(data, max_size=node_agents._MAX_RESULT, max_depth=4)  # noqa: SLF001
-        raw = codec.field(msg, "result", dict)
-        out = node_agents._outcome_from_wire(raw)  # noqa: SLF001
-        assert isinstance(out["stdout"], str) and isinstance(out["children"], list)
+        msg = results_proto.decode_request(data)
+        if isinstance(msg, results_proto.ResultReport):
+            assert isinstance(msg.result.stdout, bytes) and len(msg.result.children) <= results_proto.MAX_CHILDREN
 
-    only_project_errors("agents.result_relay", decode)
+    only_project_errors("results_relay", decode)
+    only_project_errors("results_relay.reply", lambda: results_proto.decode_reply(data))
+    only_project_errors("results_relay.fetch_reply", lambda: results_proto.decode_fetch_reply(data))
 
 
 # --- options text from the guest ----------------------------------------------------------------------------

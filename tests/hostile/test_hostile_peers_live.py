@@ -19,7 +19,7 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from meshagent.net.host import open_host, split_p2p_addr
-from meshagent.node.agents import RESULT_PROTOCOL
+from meshagent.node.results import RESULT_PROTOCOL
 from meshagent.node.identity import load_or_create_identity
 from meshagent.node.placement import AUCTION_PROTOCOL
 from meshagent.node.spawn import NodeProcess
