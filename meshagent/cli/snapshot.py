@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 from meshagent.cli.node import add_data_dir, data_dir_of
@@ -44,10 +46,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _call(args: argparse.Namespace, op: str, params: dict[str, Any]) -> dict[str, Any]:
     from meshagent.node.control import call_streaming
 
-    if args.json:
+    if args.json or not sys.stderr.isatty():  # a progress bar only for a person watching
         return call_streaming(data_dir_of(args), op, params, timeout=None)
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
-    with Progress(*columns, transient=True) as progress:
+    with Progress(*columns, transient=True, console=Console(stderr=True)) as progress:
         task = progress.add_task(op, total=None)
 
         def on_event(event: dict[str, Any]) -> None:
