@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from meshagent.errors import ConfigError
+from meshagent.errors import ConfigError, DecodeError
 
 __all__ = ["SHORT_ID", "short_id", "label", "match_peer", "resolve_peer"]
 
@@ -73,4 +73,19 @@ def resolve_peer(data_dir: Path, text: str) -> Mapping[str, Any]:
     peers: list[Mapping[str, Any]] = list(call(data_dir, "peers")["peers"])
     known = {p["peer_id"] for p in peers}
     peers += [d for d in call(data_dir, "trusted")["devices"] if d["peer_id"] not in known]
-    return match_peer(text, peers)
+    try:
+        return match_peer(text, peers)
+    except ConfigError:
+        if _is_full_id(text.strip()):  # a peer this node does not list: the node says what it makes of it
+            return {"peer_id": text.strip(), "name": ""}
+        raise
+
+
+def _is_full_id(text: str) -> bool:
+    from meshagent.protocol.signed import public_key_from_peer_id
+
+    try:
+        public_key_from_peer_id(text)
+    except DecodeError:
+        return False
+    return True
