@@ -246,7 +246,7 @@ class NodeAgents:
         self._forced.discard(agent_id)
         if decision.winner is None or decision.winner == self._host.peer_id:
             if local is None:
-                raise AgentError(f"no peer can run this step ({decision.reason}); the agent stays here")
+                raise AgentError(f"no peer can run this step ({decision.reason})")
             return
         self._moves[agent_id] = _Move(decision.winner, f"{reason}; {decision.reason}")
         raise Suspend(f"step placed on {decision.winner}: {decision.reason}")
