@@ -9,7 +9,11 @@ in ``auctions``, and ``models`` reading what the node advertises.
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +21,7 @@ import pytest
 
 from meshagent.node.spawn import NodeProcess, wait_for
 from tests.cli_support import SLEEPER_C, agent, cli, readme_c_example
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -170,13 +175,6 @@ def test_models_shows_the_rates_the_node_advertises(mesh: tuple[NodeProcess, Nod
 
 
 def test_join_on_all_interfaces_prints_a_url_to_open_and_the_token(tmp_path: Path) -> None:
-    import os
-    import signal
-    import subprocess
-    import sys
-
-    from tests.conftest import ROOT
-
     data = tmp_path / "lan"
     data.mkdir(mode=0o700)
     (data / "config.toml").write_text('[api]\nbind = "0.0.0.0"\nport = 0\n')

@@ -205,6 +205,10 @@ def _battery(p: dict[str, Any]) -> str:
     return f"{p['battery_percent']:.0f}%{' on battery' if p['on_battery'] else ' charging'}"
 
 
+def _accelerators(p: dict[str, Any]) -> list[str]:
+    return [a.removesuffix("ExecutionProvider") for a in p["accelerators"]]
+
+
 def cmd_peers(args: argparse.Namespace) -> int:
     from meshagent.cli.peers import short_id
 
@@ -220,7 +224,7 @@ def cmd_peers(args: argparse.Namespace) -> int:
             table.add_column(col, no_wrap=True)
         for p in peers:
             table.add_row(p["name"], p["peer_id"], _device(p), p["arch"], str(p["cpu_cores"]),
-                          f"{_gib(p['ram_free'])}/{_gib(p['ram_total'])}", ", ".join(p["accelerators"]) or "-",
+                          f"{_gib(p['ram_free'])}/{_gib(p['ram_total'])}", ", ".join(_accelerators(p)) or "-",
                           _battery(p), ", ".join(m["name"] for m in p["models"]) or "-", str(p["load"]), _link(p),
                           f"{now - p['last_seen']:.0f} s ago", " ".join(_strip_p2p(a) for a in p["addrs"]) or "-")
         Console(width=100_000).print(table, soft_wrap=True)  # one line per peer, however wide
@@ -234,7 +238,7 @@ def cmd_peers(args: argparse.Namespace) -> int:
     for p in peers:
         name = p["name"] if p["name"].endswith(short_id(p["peer_id"])) else f"{p['name']}\n{short_id(p['peer_id'])}"
         device = (f"{_device(p)}\n{p['arch']}, {p['cpu_cores']} cores\nRAM {_gib(p['ram_free'])}/{_gib(p['ram_total'])} GiB"
-                  f"\n{_battery(p)}, load {p['load']}")
+                  f"\n{_battery(p)}, load {p['load']}" + "".join(f"\n{a}" for a in _accelerators(p)))
         models = "\n".join(m["name"] for m in p["models"]) or "-"
         link = f"{_link(p)}\nseen {now - p['last_seen']:.0f} s ago"
         table.add_row(name, device, models, link, "\n".join(_strip_p2p(a) for a in p["addrs"]) or "-")
