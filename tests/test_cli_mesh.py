@@ -186,11 +186,14 @@ def test_join_on_all_interfaces_prints_a_url_to_open_and_the_token(tmp_path: Pat
     try:
         assert proc.stdout is not None
         banner = [proc.stdout.readline() for _ in range(4)]
+        status = cli("status", "--data-dir", str(data))
+        status_line = next(line + "\n" for line in status.stdout.splitlines() if line.startswith("API"))
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     url = (data / "api.url").read_text().strip()
     token = (data / "api.token").read_text().strip()
+    assert status_line == f"API and dashboard: {url} (bearer token in {data / 'api.token'})\n"
     assert "0.0.0.0" not in url and url.startswith("http://")
     assert banner[3] == (f"OpenAI-compatible API: {url} (bearer token in {data / 'api.token'}); "
                          f"dashboard: {url}/?token={token}\n"), banner

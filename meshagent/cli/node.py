@@ -174,7 +174,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     for a in status["addrs"]:
         print(f"  {a}")
     if status.get("api_url"):
-        print(f"API and dashboard: {status['api_url']}")
+        api = _call(args, "api")
+        token = f" (bearer token in {api['token_file']})" if api.get("token_file") else \
+            " (bearer token from [api] token)" if api.get("auth") else ""
+        print(f"API and dashboard: {status['api_url']}{token}")
     ad = status["advert"]
     print(f"{ad['arch']} {ad['os']}, {ad['cpu_model']}, {ad['cpu_cores']} cores, "
           f"RAM {_gib(ad['ram_free'])}/{_gib(ad['ram_total'])} GiB free")
