@@ -185,6 +185,24 @@ class Config:
         return replace(self, **updated)
 
 
+_TOML_TYPES: Final = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,)}
+
+
+def _check_type(value: object, annotation: str, where: str, key: str) -> None:
+    """Refuse a value of the wrong TOML type (``port = "x"``) with the key's name, before it is used."""
+    kinds = [k.strip() for k in annotation.split("|")]
+    if "None" in kinds and value is None:
+        return
+    for kind in kinds:
+        if kind in _TOML_TYPES and isinstance(value, _TOML_TYPES[kind]) and (kind == "bool" or not isinstance(value, bool)):
+            return
+        if kind.startswith("tuple[str") and isinstance(value, tuple) and all(isinstance(v, str) for v in value):
+            return
+    wanted = " or ".join({"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false"}.get(
+        k, "a list of strings") for k in kinds if k != "None")
+    raise ConfigError(f"{where}: {key} must be {wanted}, not {value!r}")
+
+
 def _section(cls: type, raw: object, where: str) -> Any:
     if raw is None:
         return cls()
@@ -197,6 +215,7 @@ def _section(cls: type, raw: object, where: str) -> Any:
             raise ConfigError(f"{where}: unknown key {key!r} (known: {', '.join(sorted(known))})")
         if isinstance(value, list):
             value = tuple(value)
+        _check_type(value, str(known[key].type), where, key)
         kwargs[key] = value
     try:
         return cls(**kwargs)

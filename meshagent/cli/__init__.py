@@ -2,19 +2,22 @@
 
 Thin by design: each module here registers its subcommands, parses flags,
 calls the node's API (or a library function for offline commands) and prints.
-Errors from the :class:`~meshagent.errors.MeshError` tree become a one-line
-message and exit status 1; nothing else is caught.
+Every failure becomes one line on stderr and a non-zero exit: an error of
+the :class:`~meshagent.errors.MeshError` tree or an ``OSError`` exit status 1
+(also when a trio nursery wraps it in an exception group), anything else is
+a bug in meshagent, reported as such with status 70. ``-v`` adds the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 
 from meshagent import __version__
+from meshagent.cli.logconfig import configured_logging, parse_log_env
 from meshagent.errors import MeshError
 
 __all__ = ["main", "build_parser"]
@@ -45,22 +48,49 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    level = logging.WARNING - 10 * min(args.verbose, 2)
-    if env_level := os.environ.get("MESHAGENT_LOG"):
-        level = logging.getLevelName(env_level.upper())
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    for noisy in ("multiaddr", "libp2p"):  # their debug output drowns ours
-        logging.getLogger(noisy).setLevel(max(level, logging.INFO))
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
+    verbose = int(args.verbose)
     try:
-        return int(args.func(args) or 0)
-    except MeshError as exc:
-        print(f"meshagent: {exc}", file=sys.stderr)
-        return 1
+        settings = parse_log_env(os.environ.get("MESHAGENT_LOG"), verbose)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        with configured_logging(settings):
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except BaseException as exc:  # the command's boundary: one line, the traceback only with -v
+        if isinstance(exc, SystemExit):
+            raise
+        return _report(exc, verbose)
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups, such as a trio nursery raises."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
+def _report(exc: BaseException, verbose: int) -> int:
+    """Print one line for a failed command and return its exit status (1; 70 for a bug in meshagent)."""
+    leaves = _leaves(exc)
+    if any(isinstance(leaf, KeyboardInterrupt) for leaf in leaves):
+        return 130
+    if verbose:
+        traceback.print_exception(exc, file=sys.stderr)
+    known = [leaf for leaf in leaves if isinstance(leaf, (MeshError, OSError))]
+    if known and len(known) == len(leaves):
+        first = known[0]
+        if isinstance(first, OSError):
+            where = f"{first.filename}: " if first.filename else ""
+            print(f"meshagent: {where}{first.strerror or first}", file=sys.stderr)
+        else:
+            print(f"meshagent: {first}", file=sys.stderr)
+        return 1
+    bug = next(leaf for leaf in leaves if not isinstance(leaf, (MeshError, OSError)))
+    hint = "" if verbose else "; run again with -v for the traceback"
+    print(f"meshagent: internal error: {type(bug).__name__}: {bug}{hint}", file=sys.stderr)
+    return 70
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from meshagent.errors import ConfigError, ControlError
+from meshagent.cli.whereabouts import list_agents, show_logs
+from meshagent.errors import ConfigError, ControlError, ModuleError
 
 __all__ = ["register"]
 
@@ -30,12 +31,20 @@ def _add_services(p: argparse.ArgumentParser) -> None:
                    help="host services for --local runs: an object or factory implementing HostServices "
                         "(and optionally World), e.g. tests.runtime.fakes:scripted_services")
     p.add_argument("--model", type=Path, help="a GGUF model for mesh_llm in --local runs (llama.cpp)")
+    p.add_argument("--model-tag", action="append", default=[], metavar="TAG",
+                   help="a tag of --model, e.g. size=large or a model name the agent asks for (repeatable); "
+                        "without a size= tag its size comes from its parameter count")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("build", help="compile a C agent against meshagent.h into a wasm32-wasi module")
-    p.add_argument("sources", nargs="+", type=Path)
-    p.add_argument("-o", "--output", type=Path, required=True)
+    p = sub.add_parser("build", help="build an agent: C sources into a wasm32-wasi module, or one Python file into a component",
+                       description="Build an agent. C: one or more .c files written against meshagent.h, compiled with "
+                                   "zig into a wasm32-wasi module. Python: one .py file (import meshagent_agent), "
+                                   "built with componentize-py into a WebAssembly component with CPython inside, "
+                                   "as untrusted code (in bubblewrap when installed). A NAME.tools.toml beside "
+                                   "NAME.c or NAME.py declares the agent's WASI tools.")
+    p.add_argument("sources", nargs="+", type=Path, metavar="SOURCE", help="C files (.c), or one Python file (.py)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="the module or component to write")
     p.add_argument("--reactor", action="store_true", help="build a reactor (entry points called by the node) instead of a command")
     p.add_argument("--tools", type=Path, metavar="TOOLS.toml",
                    help="declare the agent's WASI tools (embedded in the module as its manifest)")
@@ -64,13 +73,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("agents", help="list the agents on this node")
     p.add_argument("--json", action="store_true")
     _add_data_dir(p)
-    p.set_defaults(func=_agents)
+    p.set_defaults(func=list_agents)
 
     p = sub.add_parser("logs", help="show an agent's output")
     p.add_argument("agent")
     p.add_argument("--json", action="store_true")
     _add_data_dir(p)
-    p.set_defaults(func=_simple("logs", lambda a: {"agent_id": a.agent}))
+    p.set_defaults(func=show_logs)
 
     p = sub.add_parser("checkpoint", help="label an agent's current position")
     p.add_argument("agent")
@@ -114,7 +123,8 @@ def _run_options(p: argparse.ArgumentParser) -> None:
                    help="a WASI tool module the agent's manifest declares (shipped tools are found without)")
     p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="environment variable for the agent")
     p.add_argument("--snapshot-at", nargs=2, metavar=("N", "FILE"),
-                   help="(--local) stop the agent and its children at its N-th host call and write them to FILE")
+                   help="(--local) stop the agent and its children before its host call N (0: the first) "
+                        "and write them to FILE, for `meshagent resume FILE`")
     p.add_argument("--privacy", choices=("private", "lan", "any"), default="private",
                    help="where the agent may go: only your paired devices (default), peers on this link, or any peer")
     p.add_argument("--policy", choices=("latency", "cost", "balanced"), default="latency",
@@ -146,6 +156,9 @@ def _parse_run(args: argparse.Namespace) -> argparse.Namespace:
 def _build(args: argparse.Namespace) -> int:
     from meshagent.runtime.build import build_agent
 
+    odd = [str(src) for src in args.sources if src.suffix not in (".c", ".py")]
+    if odd:
+        raise ConfigError(f"meshagent build takes C sources (.c) or one Python file (.py), not {', '.join(odd)}")
     if args.sources[0].suffix == ".py":
         from meshagent.sdk.build import build_python_agent, build_sandbox
 
@@ -166,9 +179,13 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_services(args: argparse.Namespace) -> Any:
+def _load_services(args: argparse.Namespace, command: str, elsewhere: str = "") -> Any:
+    """Host services for ``--local`` and ``resume``; ``command`` is what to repeat with ``--model``,
+    ``elsewhere`` another way to give the agent a model."""
     if args.services and args.model:
         raise ConfigError("give either --services or --model, not both")
+    if args.model_tag and not args.model:
+        raise ConfigError("--model-tag describes --model: give the model too")
     if args.services:
         module_name, _, attr = args.services.partition(":")
         if not attr:
@@ -178,16 +195,17 @@ def _load_services(args: argparse.Namespace) -> Any:
         except (ImportError, AttributeError) as exc:
             raise ConfigError(f"--services {args.services}: {exc}") from exc
         return target() if callable(target) else target
-    if args.model:
-        from meshagent.inference.llama_engine import LlamaEngine
-        from meshagent.runtime.services import EngineServices
+    from meshagent.runtime.local import LocalModel, NoModel
 
-        digest = hashlib.sha256()
-        with open(args.model, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-        return EngineServices(LlamaEngine(args.model, sha256=digest.hexdigest()))
-    return None
+    if args.model:
+        from meshagent.inference.gguf_info import check_gguf
+        from meshagent.inference.hashing import sha256_file
+        from meshagent.inference.llama_engine import LlamaEngine
+
+        check_gguf(args.model)
+        engine = LlamaEngine(args.model, sha256=sha256_file(args.model), tags=tuple(args.model_tag))
+        return LocalModel(engine, label=str(args.model))
+    return NoModel(command, elsewhere)
 
 
 def _module_cache_dir() -> Path:
@@ -206,20 +224,41 @@ def _env(pairs: list[str]) -> list[tuple[str, str]]:
     return out
 
 
-def _print_outcomes(outcomes: list[Any], as_json: bool) -> int:
+def outcome_line(outcome: Any) -> str | None:
+    """The one line that says why an agent did not end normally (``None`` when it exited)."""
+    why = outcome.error_message
+    match outcome.status:
+        case "exited":
+            return None
+        case "failed":
+            return f"meshagent: agent {outcome.agent_id} failed: {why or 'no reason was recorded'}"
+        case "suspended":
+            return (f"meshagent: agent {outcome.agent_id} is suspended after {outcome.host_calls} host calls"
+                    + (f": {why}" if why else ""))
+        case "killed":
+            return f"meshagent: agent {outcome.agent_id} was killed after {outcome.host_calls} host calls"
+        case status:
+            return f"meshagent: agent {outcome.agent_id} ended {status}" + (f": {why}" if why else "")
+
+
+def _print_outcomes(outcomes: list[Any], as_json: bool, lines: dict[str, str] | None = None) -> int:
+    """Print the agents' output (or JSON) and a line for each that did not exit; the root decides the status:
+    its own exit code when it exited, 1 otherwise. ``lines`` replaces the line of some agents (a hint added)."""
     root = outcomes[0]
     if as_json:
         for outcome in outcomes:
             print(json.dumps(outcome.to_json()), flush=True)
     else:
         sys.stdout.write(root.stdout.decode("utf-8", "replace"))
+        sys.stdout.flush()
         sys.stderr.write(root.stderr.decode("utf-8", "replace"))
-        for outcome in outcomes:
-            if outcome.error_message:
-                print(f"meshagent: agent {outcome.agent_id}: {outcome.error_message}", file=sys.stderr)
-    if root.status == "failed":
+    for outcome in outcomes:
+        line = (lines or {}).get(outcome.agent_id) or outcome_line(outcome)
+        if line:
+            print(line, file=sys.stderr)
+    if root.status != "exited":
         return 1
-    return root.exit_code if isinstance(root.exit_code, int) and 0 <= root.exit_code < 256 else 0
+    return root.exit_code if isinstance(root.exit_code, int) and 0 <= root.exit_code < 256 else 1
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -230,10 +269,14 @@ def _run(args: argparse.Namespace) -> int:
         wasm = args.module.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read {args.module}: {exc.strerror}") from exc
+    if not wasm.startswith(b"\0asm"):
+        raise ModuleError(f"{args.module} is not a WebAssembly module; build one with `meshagent build`")
     agent_args = [args.module.name, *args.args]
     if not args.local:
-        if args.snapshot_at or args.verify_replay or args.services or args.model or args.out_dir or args.out_dotfiles:
-            raise ConfigError("--snapshot-at, --verify-replay, --services, --model and --out-dir need --local")
+        if (args.snapshot_at or args.verify_replay or args.services or args.model or args.model_tag or args.out_dir
+                or args.out_dotfiles):
+            raise ConfigError("--snapshot-at, --verify-replay, --services, --model, --model-tag and --out-dir need --local "
+                              "(a node uses the models of its config)")
         from meshagent.node.control import call_streaming
 
         moved: dict[str, str] = {}
@@ -242,8 +285,9 @@ def _run(args: argparse.Namespace) -> int:
             if isinstance(event.get("moved"), str):
                 moved[event["moved"]] = str(event.get("to"))
 
+        data_dir = _data_dir(args)
         try:
-            result = call_streaming(_data_dir(args), "run", {
+            result = call_streaming(data_dir, "run", {
                 "module_path": str(args.module.resolve()),
                 "args": agent_args,
                 "env": dict(_env(args.env)),
@@ -260,39 +304,49 @@ def _run(args: argparse.Namespace) -> int:
             raise ControlError(f"agent {agent} moved to {to} and this node stopped before it ended; its result "
                                f"comes back to this node: start the node again and wait with: "
                                f"meshagent result {agent} --wait{where}") from exc
-        return _print_outcomes([_Remote(o) for o in result["agents"]], args.json)
+        outcomes = [_Remote(o) for o in result["agents"]]
+        from meshagent.cli.explain import explain_failures
+
+        return _print_outcomes(outcomes, args.json, explain_failures(data_dir, outcomes))
 
     from meshagent.runtime.local import run_local
 
+    if args.out_dotfiles and args.out_dir is None:
+        raise ConfigError("--out-dotfiles goes with --out-dir DIR")
     snapshot_at = snapshot_path = None
     if args.snapshot_at:
         try:
             snapshot_at = int(args.snapshot_at[0])
         except ValueError as exc:
             raise ConfigError("--snapshot-at N FILE: N must be an integer") from exc
+        if snapshot_at < 0:
+            raise ConfigError("--snapshot-at N FILE: N counts host calls from 0")
         snapshot_path = Path(args.snapshot_at[1])
     result = run_local(  # C agents and Python agents (components) alike
         wasm,
         args=agent_args,
         env=_env(args.env),
         vfs=VirtualFs.from_directory(args.dir) if args.dir else None,
-        services=_load_services(args),
+        services=_load_services(args, f"meshagent run {args.module} --local",
+                               "run it on a node that holds one (without --local)"),
         verify_replay=args.verify_replay,
         snapshot_at=snapshot_at,
         snapshot_path=snapshot_path,
         cache_dir=_module_cache_dir(),
         tools=[t.read_bytes() for t in args.tool],
     )
-    if snapshot_path is not None:
-        if result.snapshot_written:
-            print(f"meshagent: wrote a snapshot of {len(result.outcomes)} agent(s) to {snapshot_path}", file=sys.stderr)
-            return 0
-        print(f"meshagent: the agent ended before host call {snapshot_at}; no snapshot written", file=sys.stderr)
-    if args.out_dotfiles and args.out_dir is None:
-        raise ConfigError("--out-dotfiles goes with --out-dir DIR")
+    if snapshot_path is not None and result.snapshot_written:
+        print(f"meshagent: wrote a snapshot of {len(result.outcomes)} agent(s) to {snapshot_path}", file=sys.stderr)
+        return 0
     if args.out_dir is not None:
         _write_files(args.out_dir, result.written, dotfiles=args.out_dotfiles)
-    return _print_outcomes(result.outcomes, args.json)
+    status = _print_outcomes(result.outcomes, args.json)
+    if snapshot_path is not None:
+        calls = result.outcomes[0].host_calls
+        print(f"meshagent: no snapshot written: the agent ended after {calls} host calls, so --snapshot-at "
+              f"takes N from 0 to {max(calls - 1, 0)}", file=sys.stderr)
+        return 1
+    return status
 
 
 def _write_files(out_dir: Path, written: dict[str, bytes | None], *, dotfiles: bool) -> None:
@@ -325,7 +379,7 @@ def _resume(args: argparse.Namespace) -> int:
         data = args.file.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read {args.file}: {exc.strerror}") from exc
-    result = resume_local(data, services=_load_services(args), verify_replay=args.verify_replay,
+    result = resume_local(data, services=_load_services(args, f"meshagent resume {args.file}"), verify_replay=args.verify_replay,
                           cache_dir=_module_cache_dir())
     return _print_outcomes(result.outcomes, args.json)
 
@@ -351,32 +405,6 @@ def _result(args: argparse.Namespace) -> int:
 
     found = call(_data_dir(args), "result", {"agent_id": args.agent, "wait": args.wait}, timeout=None if args.wait else 60.0)
     return _print_outcomes([_Remote(found)], args.json)
-
-
-def _agents(args: argparse.Namespace) -> int:
-    from meshagent.node.control import call
-
-    result = call(_data_dir(args), "agents", {})
-    rows = result.get("agents", [])
-    if args.json:
-        print(json.dumps(rows))
-        return 0
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="agents")
-    for column in ("agent", "parent", "status", "privacy", "host calls", "exit", "moved to (placement history)", "error"):
-        table.add_column(column)
-    for row in rows:
-        moves = " → ".join(p["peer"][-6:] for p in row.get("placements", [])) or "-"
-        status = str(row["status"])
-        if row.get("held_by"):  # an agent of this node that runs, or ended, elsewhere
-            status += f", {row.get('ended') or 'running'} on {str(row['held_by'])[-6:]}"
-        table.add_row(str(row["agent_id"]), str(row.get("parent_id") or ""), status, str(row.get("privacy", "")),
-                      str(row["host_calls"]), "" if row.get("exit_code") is None else str(row["exit_code"]), moves,
-                      str(row.get("error") or ""))
-    Console().print(table)
-    return 0
 
 
 def _simple(op: str, params: Any) -> Any:

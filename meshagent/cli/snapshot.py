@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 from meshagent.cli.node import add_data_dir, data_dir_of
+from meshagent.cli.peers import label, resolve_peer
 
 __all__ = ["register"]
 
@@ -20,7 +22,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_data_dir(p)
     p.add_argument("agent", help="agent id")
     target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("--to", metavar="PEER", help="peer id of the receiving node")
+    target.add_argument("--to", metavar="PEER", help="the receiving node: its name, peer id, or a unique part of the id")
     target.add_argument("--auction", action="store_true", help="auction the agent's next LLM step among the peers")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_migrate)
@@ -31,7 +33,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_data_dir(e)
     e.add_argument("agent")
     e.add_argument("file", type=Path)
-    e.add_argument("--to", metavar="PEER", help="seal for this peer; the agent leaves this node")
+    e.add_argument("--to", metavar="PEER", help="seal for this peer (name, peer id or a unique part of it); the agent leaves this node")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_export)
     i = verbs.add_parser("import", help="resume an agent from a FILE sealed to this node")
@@ -44,10 +46,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _call(args: argparse.Namespace, op: str, params: dict[str, Any]) -> dict[str, Any]:
     from meshagent.node.control import call_streaming
 
-    if args.json:
+    if args.json or not sys.stderr.isatty():  # a progress bar only for a person watching
         return call_streaming(data_dir_of(args), op, params, timeout=None)
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
-    with Progress(*columns, transient=True) as progress:
+    with Progress(*columns, transient=True, console=Console(stderr=True)) as progress:
         task = progress.add_task(op, total=None)
 
         def on_event(event: dict[str, Any]) -> None:
@@ -64,26 +66,28 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         result = call(data_dir_of(args), "migrate_auction", {"agent": args.agent})
         print(json.dumps(result) if args.json else f"{args.agent}: its next LLM step will be auctioned")
         return 0
-    result = _call(args, "migrate", {"agent": args.agent, "to": args.to})
+    to = resolve_peer(data_dir_of(args), args.to)
+    result = _call(args, "migrate", {"agent": args.agent, "to": to["peer_id"]})
     if args.json:
         print(json.dumps(result))
         return 0
     state = "resumed" if result.get("resumed") else "committed (the receiver will confirm)"
-    Console().print(f"{result['agent']} → {result['to']}: {state}, generation {result['generation']}, "
-                    f"{result['bytes']} sealed bytes via {result['via']} in {result['seconds']:.2f} s")
+    print(f"{result['agent']} → {label(to)}: {state}, generation {result['generation']}, "
+          f"{result['bytes']} sealed bytes via {result['via']} in {result['seconds']:.2f} s")
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     params: dict[str, Any] = {"agent": args.agent, "file": str(args.file.resolve())}
-    if args.to:
-        params["to"] = args.to
+    to = resolve_peer(data_dir_of(args), args.to) if args.to else None
+    if to is not None:
+        params["to"] = to["peer_id"]
     result = _call(args, "snapshot_export", params)
     if args.json:
         print(json.dumps(result))
         return 0
-    whom = "this node (backup)" if not args.to else f"{args.to} — the agent has left this node; the file is its only copy"
-    Console().print(f"sealed {result['agent']} (generation {result['generation']}, {result['bytes']} bytes) to {whom}: {result['file']}")
+    whom = "this node (backup)" if to is None else f"{label(to)} — the agent has left this node; the file is its only copy"
+    print(f"sealed {result['agent']} (generation {result['generation']}, {result['bytes']} bytes) to {whom}: {result['file']}")
     return 0
 
 
@@ -92,5 +96,5 @@ def cmd_import(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
         return 0
-    Console().print(f"resumed {result['agent']} (generation {result['generation']}, sealed by {result['from']})")
+    print(f"resumed {result['agent']} (generation {result['generation']}, sealed by {result['from']})")
     return 0

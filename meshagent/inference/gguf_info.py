@@ -2,6 +2,9 @@
 
 Used to refuse a file that is not GGUF with a clear :class:`ModelError` before
 llama.cpp sees it, and to fill adverts (parameters, quantization, context).
+A model with no ``size=`` tag in its config is given one from its parameter
+count (:func:`size_class`), so that ``size>=small``-style steps find it on a
+node and in ``meshagent run --local`` alike.
 """
 
 from __future__ import annotations
@@ -13,11 +16,34 @@ from typing import Final
 
 from meshagent.errors import ModelError
 
-__all__ = ["GGUF_MAGIC", "GgufInfo", "check_gguf", "read_gguf_info"]
+__all__ = ["GGUF_MAGIC", "SIZE_CLASSES", "GgufInfo", "check_gguf", "read_gguf_info", "size_class", "with_size_tag"]
 
 log = logging.getLogger(__name__)
 
 GGUF_MAGIC: Final = b"GGUF"
+
+SIZE_CLASSES: Final = (("tiny", 250_000_000), ("small", 3_000_000_000), ("medium", 10_000_000_000),
+                       ("large", 50_000_000_000), ("xl", None))
+"""Size classes by parameter count (each below its bound): tiny < 250M (test models), small < 3B
+(0.5B-1.5B chat models), medium < 10B (7B-8B), large < 50B (13B-34B), xl above."""
+
+
+def size_class(parameters: int) -> str | None:
+    """The size class of a model with this many parameters (``None`` when the count is unknown)."""
+    if parameters <= 0:
+        return None
+    for name, bound in SIZE_CLASSES:
+        if bound is None or parameters < bound:
+            return name
+    return None
+
+
+def with_size_tag(tags: tuple[str, ...], parameters: int) -> tuple[str, ...]:
+    """``tags`` plus ``size=<class>`` from the parameter count, unless a ``size=`` tag is given."""
+    if any(t.startswith("size=") for t in tags):
+        return tags
+    derived = size_class(parameters)
+    return tags if derived is None else (*tags, f"size={derived}")
 
 
 @dataclass(frozen=True, slots=True)

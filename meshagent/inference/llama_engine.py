@@ -51,7 +51,7 @@ import numpy as np
 from meshagent.errors import ContextOverflow, InferenceError, KVStateError
 from meshagent.inference import kvblob
 from meshagent.inference.engine import GenerateOptions, Generation, ModelInfo, SessionId
-from meshagent.inference.gguf_info import GgufInfo, check_gguf, read_gguf_info
+from meshagent.inference.gguf_info import GgufInfo, check_gguf, read_gguf_info, with_size_tag
 from meshagent.inference.hashing import sha256_file
 from meshagent.inference.llama_api import (
     ContextParams,
@@ -186,7 +186,7 @@ class LlamaEngine:
             parameters=self._meta.parameters,
             quantization=self._meta.quantization,
             n_ctx=self._n_ctx,
-            tags=self._tags,
+            tags=with_size_tag(self._tags, self._meta.parameters),
             prefill_tps=tp.prefill_tps if tp else None,
             decode_tps=tp.decode_tps if tp else None,
             price_per_1k_tokens=self._price,

@@ -164,11 +164,14 @@ class MeshService:
                     reply = exchange.decode(await stream.receive_frame(MAX_EXCHANGE_BYTES))
                 finally:
                     await stream.close()
-        except (RemoteProtocolError, trio.TooSlowError) as exc:
+        except trio.TooSlowError:
+            log.info("peer exchange with %s failed: no answer within %g s", peer, _EXCHANGE_TIMEOUT_S)
+            return False
+        except RemoteProtocolError as exc:
             log.info("peer exchange with %s failed: %s", peer, exc)
             return False
-        except Exception as exc:  # stream errors of py-libp2p: the peer may simply be gone
-            log.debug("peer exchange with %s failed: %s", peer, exc)
+        except Exception as exc:  # stream errors of py-libp2p (often without a message): the peer may simply be gone
+            log.debug("peer exchange with %s failed: %s", peer, str(exc) or type(exc).__name__)
             return False
         if isinstance(reply, PeerExchange):
             self._take(reply.adverts, source=peer)

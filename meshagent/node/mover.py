@@ -127,7 +127,7 @@ class Mover:
         self._forced.discard(agent_id)
         if decision.winner is None or decision.winner == self._records.me:
             if local is None:
-                raise AgentError(f"no peer can run this step ({decision.reason}); the agent stays here")
+                raise AgentError(f"no peer can run this step ({decision.reason})")
             return
         self._moves[agent_id] = _Move(decision.winner, f"{reason}; {decision.reason}")
         raise Suspend(f"step placed on {decision.winner}: {decision.reason}")

@@ -40,7 +40,7 @@ from meshagent.node.trust import TrustStore
 from meshagent.protocol.advert import Advert, Hardware, ModelAd
 from meshagent.protocol.peers import PeerEntry
 
-__all__ = ["Node", "peer_summary"]
+__all__ = ["Node", "peer_summary", "default_name"]
 
 log = logging.getLogger(__name__)
 
@@ -66,14 +66,32 @@ def crash_hook(spec: str | None) -> Callable[[str], None] | None:
     return crash
 
 
-def peer_summary(entry: PeerEntry, now: float) -> dict[str, Any]:
-    """The JSON shape of one peer in ``meshagent peers --json``."""
+def default_name(peer_id: str, profile: str, hostname: str) -> str:
+    """A node's name when ``[node] name`` is unset: its profile (else the host's short name) and the end
+    of its peer id — the short id the tables show — so that nodes on one host differ."""
+    base = profile or hostname.split(".")[0] or "node"
+    return f"{base}-{peer_id[-6:]}"
+
+
+def peer_summary(entry: PeerEntry, now: float, *, connected: bool | None = None,
+                 on_link: bool | None = None) -> dict[str, Any]:
+    """The JSON shape of one peer in ``meshagent peers --json``.
+
+    ``connected``: whether this node holds a connection to it now; ``on_link``: whether one of its
+    addresses lies in one of this node's subnets. ``link`` sums them up: ``lan`` or ``wan`` (and
+    ``relay`` when it is reached only through a relay), ``None`` while not connected."""
     ad = entry.advert
     hw = ad.hardware
+    link = None
+    if connected:
+        direct = [a for a in ad.addrs if "/p2p-circuit" not in a]
+        link = "lan" if on_link else ("wan" if direct else "relay")
     return {
         "peer_id": ad.peer_id,
         "name": ad.name,
         "addrs": list(ad.addrs),
+        "connected": connected,
+        "link": link,
         "profile": ad.profile,
         "emulated": ad.emulated,
         "arch": hw.arch,
@@ -173,7 +191,8 @@ class Node:
         return {"emulated": dict(self.emulated), "hot": self.hot(), "battery_percent": self._hardware().battery_percent}
 
     def build_advert_name(self) -> str:
-        return self.config.node.name or platform.node()
+        assert self.identity is not None
+        return self.config.node.name or default_name(self.identity.peer_id, self.config.node.profile, platform.node())
 
     def build_advert(self, seq: int, now: float, instance: bytes, started_at: float) -> Advert:
         assert self.identity is not None and self.host is not None
@@ -231,9 +250,11 @@ class Node:
         }
 
     async def _op_peers(self, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
-        assert self.membership
+        assert self.membership and self.host and self.placement
         now = time.time()
-        peers = [peer_summary(e, now) for e in self.membership.table.values()]
+        connected = set(self.host.connected_peers())
+        peers = [peer_summary(e, now, connected=peer in connected, on_link=self.placement.on_link(peer))
+                 for peer, e in self.membership.table.items()]
         peers.sort(key=lambda p: (p["name"], p["peer_id"]))
         return {"peers": peers}
 

@@ -48,6 +48,24 @@ _PORT_TRIES: Final = 20
 _BACKLOG: Final = 100
 
 
+def reachable_url(url: str) -> str:
+    """hypercorn names the address it bound; a wildcard (``0.0.0.0``, ``::``) is no address to open, so
+    name this machine's first address on a network (not loopback, not link-local) instead."""
+    from urllib.parse import urlsplit
+
+    from meshagent.net.addresses import local_addresses
+
+    parts = urlsplit(url)
+    if parts.hostname not in ("0.0.0.0", "::"):
+        return url
+    version = 6 if parts.hostname == "::" else 4
+    usable = [a.ip for a in local_addresses() if not a.is_loopback and not a.is_link_local and a.ip.version == version]
+    if not usable:
+        return url
+    host = f"[{usable[0]}]" if version == 6 else str(usable[0])
+    return f"{parts.scheme}://{host}:{parts.port}"
+
+
 class ApiService:
     def __init__(self, config: ApiConfig, data_dir: Path, *, membership: Membership, placement: PlacementService,
                  agents: NodeAgents, peer_id: str) -> None:
@@ -121,7 +139,7 @@ class ApiService:
             await nursery.start(self.feed.run)
             # hypercorn types its ASGI callable more narrowly than starlette's app; it is one.
             binds: list[str] = await nursery.start(partial(serve, app, config))  # type: ignore[arg-type]
-            self.url = binds[0]
+            self.url = reachable_url(binds[0])
             await trio.to_thread.run_sync((self._data_dir / URL_FILE).write_text, self.url + "\n")
             log.info("OpenAI-compatible API and dashboard at %s%s", self.url,
                      " (bearer token required)" if self.auth else "")
