@@ -43,6 +43,8 @@ _MAX_CONNECTIONS: Final = 64
 _RTT_REFRESH_S: Final = 15.0
 _ADVERTS_PER_PUBLISHER: Final = 3.0
 """Gossiped adverts one publisher may have delivered per advert interval (it sends one, plus changes)."""
+_MAX_ANNOUNCED_WAITING: Final = 16
+"""mDNS address sets kept per peer while a dial to it is under way (the rest are dropped)."""
 
 
 def _jittered(interval_s: float) -> float:
@@ -242,10 +244,30 @@ class MeshService:
             log.warning("mDNS discovery is unavailable: %s", exc)
             return
 
+        announced: dict[PeerId, dict[tuple[str, ...], None]] = {}
+
+        async def dial_announced(peer: PeerId) -> None:
+            # mDNS is unauthenticated: a forged record for this peer id (refused by Noise, or held
+            # open without an answer until the dial times out) must not make the node drop a
+            # genuine record that arrives meanwhile. Each announced address set is dialled in turn.
+            try:
+                while announced[peer] and not self._host.is_connected(peer):
+                    addrs = next(iter(announced[peer]))
+                    del announced[peer][addrs]
+                    await self._dial(peer, addrs)
+            finally:
+                del announced[peer]
+
         async def consume() -> None:
             async for event in receive:
-                if isinstance(event, PeerFound) and not self._host.is_connected(event.peer_id):
-                    nursery.start_soon(self._dial, event.peer_id, event.addrs)
+                if not isinstance(event, PeerFound) or self._host.is_connected(event.peer_id):
+                    continue
+                waiting = announced.get(event.peer_id)
+                if waiting is None:
+                    announced[event.peer_id] = {event.addrs: None}
+                    nursery.start_soon(dial_announced, event.peer_id)
+                elif len(waiting) < _MAX_ANNOUNCED_WAITING:
+                    waiting[event.addrs] = None
 
         nursery.start_soon(consume)
 

@@ -1,9 +1,10 @@
-"""Hostile peers against a real ``meshagent join`` process (issue 8).
+"""Hostile peers against a real ``meshagent join`` process.
 
 An attacker — a libp2p host with its own identity — floods calls for bids,
-impersonates other peers in auction messages, declares oversized frames on
-every protocol, and offers a handoff whose body never comes. Afterwards the
-node still runs, answers, and holds no partial agent. (Forged, expired and
+impersonates other peers in auction messages, declares ~4 GiB frames on every
+protocol the node serves (while the node's peak memory is measured), and offers
+a handoff whose body never comes. Afterwards the node still runs, answers, and
+holds no partial agent. (Forged, expired and
 replayed adverts: ``tests/node/test_hostile_peers.py``; lying bidders pushed out
 by reputation: ``tests/hostile/test_lying_bidders_live.py``.)
 """
@@ -11,14 +12,19 @@ by reputation: ``tests/hostile/test_lying_bidders_live.py``.)
 from __future__ import annotations
 
 import os
+import re
 import time
 import uuid
+from pathlib import Path
+from typing import Final
 
 import pytest
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from libp2p.peer.id import ID
 
-from meshagent.net.host import open_host, split_p2p_addr
+import meshagent
+from meshagent.net.host import GOSSIP_PROTOCOLS, open_host, split_p2p_addr
 from meshagent.node.results import RESULT_PROTOCOL
 from meshagent.node.identity import load_or_create_identity
 from meshagent.node.placement import AUCTION_PROTOCOL
@@ -27,7 +33,6 @@ from meshagent.protocol import auction
 from meshagent.protocol import handoff as hp
 from meshagent.protocol import snapshot as snap
 from meshagent.protocol.auction import CallForBids
-from meshagent.protocol.exchange import EXCHANGE_PROTOCOL
 from meshagent.protocol.handoff import HANDOFF_PROTOCOL, Offer
 from meshagent.protocol.signed import peer_id_from_public_key
 
@@ -117,26 +122,134 @@ async def test_a_flood_of_awards_is_bounded(target, tmp_path):
     assert target.proc.poll() is None
 
 
-async def test_oversized_frames_on_every_protocol(target, tmp_path):
-    me = load_or_create_identity(tmp_path / "attacker")
-    async with open_host(me, ["/ip4/127.0.0.1/tcp/0"]) as host:
-        peer, addr = split_p2p_addr(target.addrs[0])
+# --- oversized frames ------------------------------------------------------------------------
+
+HUGE_LENGTH: Final = b"\xf0\xff\xff\xff\x0f"
+"""A huge length in both framings a node reads: as meshagent's 4-byte big-endian prefix it declares
+4,043,309,055 bytes (the fifth byte is the body's first), as a libp2p varint 2**32 - 16 bytes."""
+ATTACK_BYTES: Final = 32 << 20
+"""Streamed after the prefix unless the node closes the stream first."""
+CLOSED_WITHIN: Final = 4 << 20
+"""The node must end the stream before the attacker got this far (yamux's first window is 256 KiB)."""
+MAX_GROWTH: Final = 8 << 20
+"""The node's peak resident memory may grow by this much during one attack (measured: under 1 MiB)."""
+CLOSE_WAIT_S: Final = 10.0
+ATTACK_TIMEOUT_S: Final = 60.0
+UNFRAMED: Final = {"/ipfs/ping/1.0.0": "libp2p ping echoes fixed 32-byte pings: it reads no length"}
+PROTOCOL_ID: Final = re.compile(r'^\w+(?:: Final)?\s*=\s*"(/meshagent/[^"]+)"', re.MULTILINE)
+
+
+def protocols_in_the_code() -> set[str]:
+    """Every ``/meshagent/...`` protocol id the package defines as a constant."""
+    package = Path(meshagent.__file__).parent
+    return {m for path in package.rglob("*.py") for m in PROTOCOL_ID.findall(path.read_text())}
+
+
+def node_memory(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM (peak) of a process, in bytes, from ``/proc/PID/status``."""
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out[key] = int(value.split()[0]) << 10
+    return out
+
+
+def reset_peak(pid: int) -> None:
+    """Start a new VmHWM period (``clear_refs`` 5 resets the peak resident set size)."""
+    with open(f"/proc/{pid}/clear_refs", "w") as f:
+        f.write("5")
+
+
+async def declare_huge_frame(host, peer, addr: str, protocol: str) -> tuple[int, str | None]:
+    """Open ``protocol``, declare a huge frame, then stream random bytes until the node ends the stream.
+
+    Returns the bytes sent after the prefix and how the end was seen (None: the node never ended it).
+    """
+    try:
+        stream = await host.open_stream(peer, protocol)
+    except Exception:  # py-libp2p: the previous attack may have taken the connection down with it
+        await host.disconnect(peer)
         assert await host.dial(peer, [addr])
-        for protocol in (AUCTION_PROTOCOL, HANDOFF_PROTOCOL, RESULT_PROTOCOL, EXCHANGE_PROTOCOL):
-            stream = await host.open_stream(peer, protocol)
-            try:
-                await stream.send(b"\xff\xff\xff\xf0" + os.urandom(64 << 10))  # declares ~4 GiB, sends 64 KiB
-                with trio.move_on_after(2):
-                    try:
-                        await stream.receive_frame(1 << 16)
-                    except Exception:
-                        pass
-            except Exception:
-                pass  # the node reset the stream as soon as it saw the length
-            finally:
-                await stream.close()
-    status = await trio.to_thread.run_sync(lambda: target.call("status"))
-    assert status["peer_id"] == target.peer_id and target.proc.poll() is None
+        stream = await host.open_stream(peer, protocol)
+    sent = 0
+    ended: str | None = None
+
+    async def watch(scope: trio.CancelScope) -> None:
+        nonlocal ended
+        try:
+            while await stream.raw.read(1 << 16):
+                pass  # a protocol may answer first (identify does), then end the stream
+            ended = "closed"
+        except Exception as exc:  # py-libp2p's StreamReset / StreamEOF / StreamClosed
+            ended = f"read: {type(exc).__name__}"
+        scope.cancel()
+
+    piece = os.urandom(64 << 10)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch, nursery.cancel_scope)
+            with trio.move_on_after(ATTACK_TIMEOUT_S):  # a node that stops reading stalls the writes
+                try:
+                    await stream.send(HUGE_LENGTH)
+                    while sent < ATTACK_BYTES and ended is None:
+                        await stream.send(piece)
+                        sent += len(piece)
+                except Exception as exc:  # writing into a stream the node reset
+                    ended = ended or f"write: {type(exc).__name__}"
+                    nursery.cancel_scope.cancel()
+                await trio.sleep(CLOSE_WAIT_S)  # cancelled as soon as the end is seen
+            nursery.cancel_scope.cancel()
+    finally:
+        await stream.reset()
+    return sent, ended
+
+
+@pytest.fixture
+def measured_target(tmp_path):
+    """A node whose freed buffers go back to the system at once (a fixed mmap threshold), so that
+    memory one attack allocated and freed cannot hide what the next one allocates."""
+    n = NodeProcess(tmp_path / "target", env={"MALLOC_MMAP_THRESHOLD_": str(128 << 10)}).start()
+    yield n
+    n.stop()
+
+
+async def test_huge_declared_lengths_are_refused_on_every_protocol_with_bounded_memory(measured_target, tmp_path):
+    """Every protocol the node serves (it lists them itself, and every one the code defines must be
+    among them) is sent a length prefix declaring ~4 GiB followed by up to 32 MiB: the node ends the
+    stream before 4 MiB arrived and its peak memory grows by less than 8 MiB; then it still serves."""
+    me = load_or_create_identity(tmp_path / "attacker")
+    pid = measured_target.proc.pid
+    async with open_host(me, ["/ip4/127.0.0.1/tcp/0"]) as host:
+        peer, addr = split_p2p_addr(measured_target.addrs[0])
+        assert await host.dial(peer, [addr])
+        served = set(await host._host.send_command(ID.from_base58(peer), "ls"))
+        assert protocols_in_the_code() <= served, protocols_in_the_code() - served
+        assert set(GOSSIP_PROTOCOLS) <= served
+        attacked = sorted(served - UNFRAMED.keys())
+        seen: dict[str, tuple[int, str | None, int]] = {}
+        idle = node_memory(pid)["VmRSS"]
+        for protocol in attacked:
+            # Growth is counted from the idle node: what an earlier attack left allocated counts too.
+            with trio.move_on_after(5):
+                while node_memory(pid)["VmRSS"] > idle + MAX_GROWTH // 2:
+                    await trio.sleep(0.1)
+            reset_peak(pid)
+            sent, ended = await declare_huge_frame(host, peer, addr, protocol)
+            seen[protocol] = (sent, ended, node_memory(pid)["VmHWM"] - idle)
+        table = "\n".join(f"{p}: sent {s >> 10} KiB, ended {e}, node peak +{g >> 10} KiB" for p, (s, e, g) in seen.items())
+        print(table)
+        assert all(e is not None for _, e, _ in seen.values()), f"streams the node never ended:\n{table}"
+        assert all(s <= CLOSED_WITHIN for s, _, _ in seen.values()), f"ended too late:\n{table}"
+        assert all(g <= MAX_GROWTH for _, _, g in seen.values()), f"memory grew:\n{table}"
+        # Still serving: a genuine call for bids is answered, signed by the target.
+        if not host.is_connected(peer):
+            assert await host.dial(peer, [addr])
+        reply = await ask(host, peer, auction.encode(call_for_bids(me.peer_id, now=time.time()), me.signing_key))
+        assert reply is not None and auction.decode(reply)[0] == peer
+    status = await trio.to_thread.run_sync(lambda: measured_target.call("status"))
+    assert status["peer_id"] == measured_target.peer_id and measured_target.proc.poll() is None
 
 
 async def test_an_offer_whose_body_never_comes_leaves_no_partial_agent(target, tmp_path):

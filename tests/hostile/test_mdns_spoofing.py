@@ -1,11 +1,16 @@
-"""mDNS spoofing (issue 8): a fake announcement of a known peer id at an attacker's address hijacks nothing.
+"""mDNS spoofing, the dial underneath: an address announced for a known peer id at an attacker's
+host cannot hijack that peer.
 
 mDNS is unauthenticated, so anyone on the LAN can announce "peer B is at my
-address". A node dials the announced address *as B* — and the Noise
-handshake authenticates the remote key against B's peer id, so the dial to
-the impostor fails: no connection, no stream, nothing sent to it as B. The
-announcement does not poison B either: the genuine address still connects
-(py-libp2p lifts its negative dial cache when the addresses change).
+address". Here, on loopback and without mDNS, a well-formed forged TXT record
+is parsed and its address dialled *as B* with :meth:`MeshHost.dial` — the
+Noise handshake authenticates the remote key against B's peer id, so the dial
+to the impostor fails: no connection, no stream. The genuine address still
+connects afterwards (py-libp2p's negative dial cache is lifted).
+
+The node's own path — a forged announcement multicast on a LAN, the node's
+mDNS browser, its peer table and its dials — is driven in the lab:
+``tests/lab/test_lab_mdns_spoofing.py``.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from meshagent.node.identity import load_or_create_identity
 PROTOCOL = "/meshagent/test-spoof/1"
 
 
-async def test_a_spoofed_announcement_cannot_hijack_a_peer(tmp_path):
+async def test_dialling_a_forged_address_as_a_peer_is_refused_by_noise(tmp_path):
     a_id, b_id, c_id = (load_or_create_identity(tmp_path / n) for n in ("a", "b", "c"))
     reached: list[str] = []
 
