@@ -140,7 +140,7 @@ class NodeAgents:
     def _slot_owner(self, agent_id: str) -> str | None:
         """The runtime's slot quota key: ``None`` for agents of this node and its paired devices, else their owner."""
         owner = self.meta(agent_id).owner
-        return None if self._owner_device(owner) else owner
+        return None if self.mover.owner_device(owner) else owner
 
     def _tool_needs(self, agent_id: str) -> ToolNeeds:
         """What the agent's declared WASI tools need from the node that hosts it."""

@@ -74,7 +74,8 @@ class Mover:
 
     # --- on the agent's worker thread ------------------------------------------------------
 
-    def _owner_device(self, owner: str) -> bool:
+    def owner_device(self, owner: str) -> bool:
+        """This node, or one of its paired devices."""
         return owner == self._records.me or owner in self._trust
 
     def _step_privacy(self, agent_id: str, meta: AgentMeta, options: LlmOptions) -> str:
@@ -91,7 +92,7 @@ class Mover:
             forced=agent_id in self._forced,
             requirement=request.requirement,
             has_model=local is not None,
-            private_away=request.privacy == "private" and not self._owner_device(meta.owner),
+            private_away=request.privacy == "private" and not self.owner_device(meta.owner),
             on_battery=own.hardware.on_battery,
             battery_percent=own.hardware.battery_percent,
             hot=self._placement.hot(),
