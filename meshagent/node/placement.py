@@ -30,7 +30,7 @@ from meshagent.node.control import Emit
 from meshagent.node.membership import Membership
 from meshagent.node.trust import TrustStore
 from meshagent.protocol import auction
-from meshagent.protocol.advert import Advert
+from meshagent.protocol.advert import Advert, ModelAd
 from meshagent.protocol.auction import (
     Auction,
     Award,
@@ -129,8 +129,12 @@ class PlacementService:
         *,
         busy_s: Callable[[], float] = lambda: 0.0,
         bid_window_s: float = 1.5,
+        models: Callable[[], tuple[ModelAd, ...]] | None = None,
     ) -> None:
+        """``models`` gives this node's models with the rates learned up to now, which its bids
+        quote (default: those of its last published advert, up to an advert interval old)."""
         self._host = host
+        self._models = models
         self._members = membership
         self._trust = trust
         self._config = config
@@ -187,9 +191,11 @@ class PlacementService:
         entry = self._members.table.get(home)
         rtt_s = (entry.rtt_ms or 1.0) / 1000.0 if entry else 0.001
         on_link = home == self._host.peer_id or self.on_link(home)
+        models = self._models() if self._models is not None else me.models
         return BidderContext(
             me=self._host.peer_id,
-            models=me.models,
+            # An LLM whose rates were never measured is not bid with: its quote would be a guess.
+            models=tuple(m for m in models if m.kind != "llm" or m.decode_tps is not None),
             price_per_1k_tokens=me.price_per_1k_tokens,
             slots=_LLM_SLOTS,
             busy_s=self._busy_s(),
