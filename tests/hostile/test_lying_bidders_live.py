@@ -130,6 +130,10 @@ def test_a_winner_that_never_reports_loses_its_clean_record(tmp_path, steps_wasm
         auction = _run(nodes["phone"], steps_wasm, "mute")
         assert auction["winner"] == mute  # the only peer that holds the model
         (promised,) = [b["total_s"] for b in auction["bids"] if b["bidder"] == mute]
+        (step,) = [s for s in nodes["mute"].call("steps")["steps"] if s["agent_id"] == auction["agent_id"]]
+        # An honest promise, from measured rates: a rate cached or guessed a hundred times too slow
+        # would promise so long that no silence could outlast it (the load here moves a step's time).
+        assert 1 / 10 < step["seconds"] / promised < 10, (promised, step)
         # The mute is judged once four times its promise and the grace have passed since the award.
         judged, _ = wait_for(lambda: nodes["phone"].call("auctions")["reputation"].get(mute, 0) > 1.5,
                              timeout=max(0.0, auction["at"] + 4 * promised + 1.0 - time.time()) + 30)
