@@ -263,6 +263,8 @@ class LearnedRates:
         self._steps = 0
         self._last_step_at = 0.0
         self._created_at = time.time()
+        self._written: Throughput | None = None
+        """What this object last wrote to the cache (not another node's news when read back)."""
 
     @property
     def seed(self) -> Throughput | None:
@@ -297,7 +299,8 @@ class LearnedRates:
         with cache.measuring(self._sha256) if cache is not None else nullcontext():
             seed = self._seed
             cached = cache.get(self._sha256) if cache is not None else None
-            if cached is not None and cached != seed and (cached.steps > 0 or cached.measured_at >= self._created_at):
+            theirs = cached is not None and cached != seed and cached != self._written
+            if cached is not None and theirs and (cached.steps > 0 or cached.measured_at >= self._created_at):
                 with self._lock:
                     self._seed = cached
                 return
@@ -334,6 +337,7 @@ class LearnedRates:
             return
         try:
             self._cache.put(self._sha256, current)
+            self._written = current
         except OSError as exc:
             log.warning("could not write the rates of %s to the cache: %s", self._sha256[:12], exc)
 

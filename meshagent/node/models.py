@@ -56,23 +56,27 @@ class NodeModels:
         self.registry = ModelRegistry(config.models, cache_dir=machine_cache_dir())
         self.speed = PROFILE_SPEED.get(config.node.profile, 1.0)
         self._ads: tuple[ModelAd, ...] = ()
+        self._measured: set[str] = set()
+        """LLMs measured by this node since it started (the others started from the cache)."""
 
     async def load(self) -> None:
         """Hash every model (once; cached on disk) and know every LLM's rates, without blocking the node.
 
         Runs before the node joins the mesh: it never answers a call for bids with rates it
         has not measured (an unmeasured model would be quoted from a guess that no step bears
-        out, and the auctioneer could not judge it). Cached rates are checked by measuring
-        again (:meth:`~meshagent.inference.selfbench.LearnedRates.benchmark`): a rate cached
-        too slow would never be corrected, since a node quoting it wins no step to learn from.
+        out, and the auctioneer could not judge it). Cached rates are a starting point: those
+        that no real step produced (a benchmark alone, perhaps taken under load, or written by
+        an older node) are checked by measuring again before the node joins, the others by
+        :meth:`self_benchmark` once it runs.
         """
         infos = await trio.to_thread.run_sync(self.registry.infos)
         self._ads = tuple(model_ad(i, self.speed) for i in infos)
         for ad in self._ads:
             log.info("model %s (%s, %d bytes, %s)", ad.name, ad.sha256[:12], ad.size_bytes, ", ".join(ad.tags) or "no tags")
         for ad in self._ads:
-            if ad.kind == "llm":
+            if ad.kind == "llm" and not self._from_steps(ad.name):
                 await self._measure(ad.name, again=True)
+                self._measured.add(ad.name)
 
     async def _measure(self, name: str, *, again: bool) -> None:
         try:
@@ -83,16 +87,22 @@ class NodeModels:
             log.warning("self-benchmark of %s failed: %s", name, exc)
 
     async def self_benchmark(self, *, first_s: float = 5.0, interval_s: float = 30.0, tries_under_load: int = 3) -> None:
-        """Measure again rates that were measured under load, until real steps take over.
+        """Check cached rates, then measure again rates that were measured under load, until
+        real steps take over.
 
-        The first try comes ``first_s`` after start, when the node's own start (and
-        that of nodes started with it) no longer competes with the measurement; then
-        every ``interval_s`` while the machine is quieter than during the last
-        measurement, ``tries_under_load`` times at most unless it is quiet. Each try
-        keeps the faster of each rate (:meth:`~meshagent.inference.selfbench.LearnedRates.benchmark`);
-        a quiet one replaces them. Ends as soon as every LLM's rates rest on a quiet
-        measurement or on real steps.
+        Rates taken from the cache at start are measured again at once: a rate cached too
+        slow would never be corrected by steps, since a node quoting it wins none. Then,
+        while rates are provisional, they are measured again ``first_s`` after start, when
+        the node's own start (and that of nodes started with it) no longer competes with the
+        measurement; later every ``interval_s`` while the machine is quieter than during the
+        last measurement, ``tries_under_load`` times at most unless it is quiet. Each
+        measurement keeps the faster of each rate unless it was quiet, when it replaces them
+        (:meth:`~meshagent.inference.selfbench.LearnedRates.benchmark`). Ends as soon as every
+        LLM's rates rest on a quiet measurement or on real steps.
         """
+        for ad in self._ads:
+            if ad.kind == "llm" and ad.name not in self._measured:
+                await self._measure(ad.name, again=True)
         tries = 0
         delay = first_s
         while True:
@@ -106,9 +116,15 @@ class NodeModels:
             share = probe.share()
             quiet = share <= PROVISIONAL_CONTENTION
             for name, seed in pending.items():
-                if quiet or (tries < tries_under_load and share < seed.contention):
+                if quiet or tries == 0 or (tries < tries_under_load and share < seed.contention):
                     await self._measure(name, again=True)
             tries += 1
+
+    def _from_steps(self, name: str) -> bool:
+        try:
+            return self.registry.llm(name).rates.from_steps
+        except MeshError:
+            return False
 
     def _provisional(self, name: str) -> Throughput | None:
         """The model's provisional starting point, while no real step has replaced it."""

@@ -219,3 +219,14 @@ def test_every_generation_teaches_the_engine_its_rates(tiny_model: Path, tiny_sh
         assert stored is not None and stored.decode_tps == info.decode_tps and stored.steps == 50 + SEED_STEPS
     finally:
         engine.close()
+
+
+def test_rates_this_node_wrote_back_are_not_taken_for_another_nodes_news(tmp_path: Path) -> None:
+    cache = ThroughputCache(tmp_path)
+    cache.put(SHA, _tp(1000.0, 200.0))
+    rates = LearnedRates(cache, SHA)
+    _step(rates, 1000.0, 200.0)  # written back: one step
+    calls: list[int] = []
+    rates.benchmark(lambda: calls.append(1) or _tp(900.0, 150.0, at=time.time()), again=True)  # type: ignore[func-returns-value]
+    assert calls == [1]  # measured: the cached rates were this node's own
+    assert rates.current().steps == 1  # type: ignore[union-attr]
