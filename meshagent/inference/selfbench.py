@@ -13,8 +13,8 @@ wrong bids. Three sources, in the order they take over:
 * every **real step** (:class:`LearnedRates`): each generation's measured
   prefill and decode rates, per token, join a window of recent samples whose
   median is the rate. A seed (cached or benchmarked) counts as one sample until
-  a few real steps outvote it; a provisional seed gives way to the first real
-  step. The learned rates are written back to the cache.
+  a few real steps outvote it; a provisional seed gives way to the first step
+  that runs faster than it. The learned rates are written back to the cache.
 """
 
 from __future__ import annotations
@@ -182,9 +182,10 @@ def measure_throughput(
     """Prefill ``prefill_tokens`` then greedily decode ``decode_tokens`` on scratch sequence ``seq``.
 
     Repeated up to ``rounds`` times while the whole stays within ``budget_s`` (a
-    large model is measured once); each rate is the median of the rounds, so one
-    round that other work interrupted does not set it. The scratch sequence is
-    removed afterwards. Prompt tokens are a fixed pseudo-random pattern so that
+    large model is measured once); each rate is that of its fastest round: other
+    work on the machine only ever slows a round down, and a start that is too
+    slow is the one error that steps never correct (:meth:`LearnedRates.benchmark`).
+    The scratch sequence is removed afterwards. Prompt tokens are a fixed pseudo-random pattern so that
     every node measures the same work. The result is provisional when other work
     took more than :data:`PROVISIONAL_CONTENTION` of the machine meanwhile.
     """
@@ -221,8 +222,8 @@ def measure_throughput(
         ctx.seq_rm(seq)
     share = contention.share()
     result = Throughput(
-        prefill_tps=statistics.median(prefill),
-        decode_tps=statistics.median(decode),
+        prefill_tps=max(prefill),
+        decode_tps=max(decode),
         prefill_tokens=n,
         decode_tokens=m,
         measured_at=time.time(),
@@ -342,11 +343,16 @@ class LearnedRates:
             log.warning("could not write the rates of %s to the cache: %s", self._sha256[:12], exc)
 
     def _rate(self, samples: deque[float], seeded: float | None) -> float | None:
+        """The median of the samples, with the seed's vote while fewer than :data:`SEED_STEPS` exist.
+
+        A provisional seed (measured under load, so if anything too slow) loses its vote as
+        soon as the steps run faster than it; while they run slower, it still shows what the
+        machine can do, and one slow step does not set the rate alone.
+        """
         seed = self._seed
         values = list(samples)
         if seeded is not None and seed is not None:
-            trusted = not seed.provisional and len(values) < SEED_STEPS
-            if not values or trusted:
+            if not values or (len(values) < SEED_STEPS and (not seed.provisional or seeded > _median(values))):
                 values.append(seeded)
         return _median(values) if values else None
 

@@ -84,8 +84,9 @@ def test_bids_bear_out_within_a_few_steps_of_a_cache_a_hundred_times_wrong(tmp_p
         print("step time / bid, step by step:", ratios)
         # The first bid on small-chat came from the poisoned cache: far shorter than the step it promised.
         assert ratios["small-chat"][0] > 20, ratios
-        # The poisoned slow rate was measured again: never a hundredfold out.
-        assert 0.1 < ratios["tiny-chat"][0] < 10, ratios
+        # The poisoned slow rate was measured again before the first bid (it would have promised a
+        # hundred times the step's time); a start measured under load may still be some times fast.
+        assert 0.1 < ratios["tiny-chat"][0] < 20, ratios
         # Within a few steps the bids bear out: each of the last three within a factor of four of
         # its step's own time (the load on this machine moves a step's time that much), and
         # typically within a factor of 2.5.
