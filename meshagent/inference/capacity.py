@@ -4,7 +4,7 @@ The node wraps every blocking engine call in ``trio.to_thread.run_sync``
 behind a ``trio.CapacityLimiter``; these helpers size those limiters so that
 they reflect real capacity instead of a guess:
 
-* a llama.cpp context is not thread-safe and already uses every core for one
+* a llama.cpp context is not thread-safe and already uses the cores (all but one) for one
   batch, so each loaded LLM gets **one** slot (on a GPU too: one context, one
   stream of batches); the sessions of many agents share that context as
   sequences, they do not need parallel calls;

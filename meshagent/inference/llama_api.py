@@ -149,7 +149,10 @@ class ContextParams:
     n_batch: int = 512
     n_seq_max: int = 16
     n_threads: int = 0
-    """0 means all cores."""
+    """0 means every core but one (at least one): ggml's worker threads spin at the barriers
+    between operations, so a context that counts on every core stalls at each of them
+    whenever anything else runs on one of those cores (on two busy cores, a small model
+    decoded at 3 tokens/s with two threads and at 400-800 with one)."""
 
 
 class LlamaContext:
@@ -166,7 +169,7 @@ class LlamaContext:
         p.n_batch = params.n_batch
         p.n_ubatch = params.n_batch
         p.n_seq_max = params.n_seq_max
-        threads = params.n_threads or os.cpu_count() or 1
+        threads = params.n_threads or max(1, (os.cpu_count() or 1) - 1)
         p.n_threads = threads
         p.n_threads_batch = threads
         # One cache for all sequences, so that seq_cp shares cells instead of

@@ -61,7 +61,7 @@ from meshagent.inference.llama_api import (
     engine_version,
     supports_gpu_offload,
 )
-from meshagent.inference.selfbench import Throughput, ThroughputCache, measure_throughput
+from meshagent.inference.selfbench import LearnedRates, Throughput, ThroughputCache, measure_throughput
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -118,7 +118,8 @@ class LlamaEngine:
         self._tags = tags
         self._price = price_per_1k_tokens
         self._bench_cache = throughput_cache
-        self._throughput = throughput_cache.get(self.sha256) if throughput_cache else None
+        self.rates = LearnedRates(throughput_cache, self.sha256)
+        """Prefill/decode rates: cached or measured at first, then learned from every generation."""
         self._meta: GgufInfo | None = None
         self._lock = threading.RLock()
         self._model: LlamaModel | None = None
@@ -165,9 +166,8 @@ class LlamaEngine:
         # What an honest KV state of this model and context holds, to check peers' blobs against.
         self._state_shape = ctx.probe_state_shape(self._scratch_seq)
         log.info("loaded %s (%s) in %.2fs: n_ctx=%d", self.name, self.path, time.perf_counter() - t0, ctx.n_ctx)
-        if self._bench_cache is not None and self._throughput is None:
-            self._throughput = measure_throughput(ctx, self._scratch_seq)
-            self._bench_cache.put(self.sha256, self._throughput)
+        if self._bench_cache is not None and self.rates.seed is None:
+            self.rates.benchmark(lambda: measure_throughput(ctx, self._scratch_seq))
         return ctx
 
     # --- adverts ------------------------------------------------------------------
@@ -177,7 +177,7 @@ class LlamaEngine:
         if self._meta is None:
             self._meta = read_gguf_info(self.path)
         gpu = self._n_gpu_layers != 0 and supports_gpu_offload()
-        tp = self._throughput
+        tp = self.rates.current()
         return ModelInfo(
             name=self.name,
             sha256=self.sha256,
@@ -219,17 +219,18 @@ class LlamaEngine:
 
     @property
     def throughput(self) -> Throughput | None:
-        return self._throughput
+        return self.rates.current()
 
-    def self_benchmark(self) -> Throughput:
-        """Measure (or return the cached) prefill/decode rates of this model here."""
+    def self_benchmark(self, *, again: bool = False) -> Throughput:
+        """This model's rates here, measured now if unknown (``again``: check a known start, :meth:`LearnedRates.benchmark`)."""
         with self._lock:
-            ctx = self._loaded()
-            if self._throughput is None:
-                self._throughput = measure_throughput(ctx, self._scratch_seq)
-                if self._bench_cache is not None:
-                    self._bench_cache.put(self.sha256, self._throughput)
-            return self._throughput
+            known = self.rates.seed is not None
+            ctx = self._loaded()  # measures on first load when nothing is known
+            if self.rates.seed is None or (known and again):
+                self.rates.benchmark(lambda: measure_throughput(ctx, self._scratch_seq), again=again)
+            current = self.rates.current()
+            assert current is not None
+            return current
 
     # --- sessions -------------------------------------------------------------------
 
@@ -360,6 +361,7 @@ class LlamaEngine:
                     ctx.seq_rm(s.seq, s.n_kv - 1, -1)  # type: ignore[arg-type]
                     s.n_kv -= 1
                     reused = s.n_kv
+                fed = len(s.tokens) - s.n_kv
                 t0 = time.perf_counter()
                 logits = self._feed(s, logits=True)
                 t1 = time.perf_counter()
@@ -374,6 +376,7 @@ class LlamaEngine:
                     s.n_kv = history
                 raise
             t2 = time.perf_counter()
+            self.rates.observe(prefill_tokens=fed, prefill_s=t1 - t0, decode_tokens=len(out), decode_s=t2 - t1)
             text = b"".join(model.piece(t) for t in out).decode("utf-8", "replace")
             return Generation(
                 text=text,

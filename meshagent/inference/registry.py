@@ -4,7 +4,9 @@ The registry turns :class:`~meshagent.config.ModelConfig` entries into engines
 (created on demand, loaded lazily on first use) and into the
 :class:`~meshagent.inference.engine.ModelInfo` of adverts. A model's sha256
 is computed once and cached by (path, size, mtime); its prefill/decode rates
-are measured on first load and cached per sha256 (:mod:`.selfbench`).
+start from the per-sha256 cache (or a self-benchmark on first load when none
+is cached), are learned from every generation the engine runs, and are
+written back (:mod:`.selfbench`).
 
 Cache layout under ``cache_dir``: ``sha256.json`` and ``throughput/<sha256>.json``.
 """

@@ -307,7 +307,7 @@ class Node:
                 self.membership = Membership(self.identity, self.build_advert, on_duplicate=self._stop_with,
                                              advert_ttl_s=self.config.node.advert_ttl_s, protected=self.trust.peers)
                 pairing = PairingService(host, self.membership, self.trust, self.build_advert_name())
-                self.placement = PlacementService(host, self.membership, self.trust, self.config)
+                self.placement = PlacementService(host, self.membership, self.trust, self.config, models=self.node_models.adverts)
                 self.mesh = MeshService(host, self.membership, self.config)
                 self.agents = NodeAgents(
                     self.config, self.data_dir, host=host, models=self.node_models, placement=self.placement, trust=self.trust,

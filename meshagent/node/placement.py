@@ -27,9 +27,10 @@ from meshagent.errors import AuctionError, ControlError, LocalProtocolError, Rem
 from meshagent.net.host import MeshHost, Stream
 from meshagent.node.control import Emit
 from meshagent.node.membership import Membership
+from meshagent.node.promises import Awarded, OwnPromises, PeerPromises
 from meshagent.node.trust import TrustStore
 from meshagent.protocol import auction
-from meshagent.protocol.advert import Advert
+from meshagent.protocol.advert import Advert, ModelAd
 from meshagent.protocol.auction import (
     Auction,
     Award,
@@ -91,21 +92,6 @@ class StepRequest:
     """...and this much fuel: bidders that cannot host them decline."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Awarded:
-    """An auction this node awarded to a peer, until the winner reports on the step."""
-
-    winner: PeerId
-    agent_id: str
-    promised_s: float
-    at: float
-
-    def overdue(self, now: float, grace_s: float) -> bool:
-        """No report after 4x the promise plus ``grace_s``: a winner that never reports must not
-        keep a clean record, so it is judged as having taken at least that long."""
-        return now - self.at > 4 * self.promised_s + grace_s
-
-
 @dataclass(slots=True)
 class _Channel:
     stream: Stream
@@ -128,28 +114,33 @@ class PlacementService:
         *,
         busy_s: Callable[[], float] = lambda: 0.0,
         bid_window_s: float = 1.5,
+        models: Callable[[], tuple[ModelAd, ...]] | None = None,
     ) -> None:
+        """``models`` gives this node's models with the rates learned up to now, which its bids
+        quote (default: those of its last published advert, up to an advert interval old)."""
         self._host = host
+        self._models = models
         self._members = membership
         self._trust = trust
         self._config = config
         self._busy_s = busy_s
         self._bid_window_s = bid_window_s
         self.reservations = Reservations()
-        self.reputation = Reputation()
-        self._forgiven_at = time.time()
+        self._peers = PeerPromises(time.time(), half_life_s=config.node.reputation_half_life_s)
+        self._own = OwnPromises()
         self.history: deque[dict[str, Any]] = deque(maxlen=_HISTORY)
         self.awards: dict[str, tuple[Award, PeerId, float]] = {}
         """Auctions this node won: (award, auctioneer, when received) until the step is reported."""
-        self._my_bids: dict[str, float] = {}
-        """Total seconds this node promised, per auction it bid in (for its reports)."""
-        self._awarded: dict[str, _Awarded] = {}
-        """Auctions this node awarded to others, to judge the winners' reports (or their silence)."""
         self._limits: dict[PeerId, _RateLimit] = {}
         self._channels: dict[PeerId, _Channel] = {}
         self.refused_calls = 0
         self.hot: Callable[[], bool] = lambda: False
         """Whether this device is hot (set by the node: thermal sensors or an emulated state)."""
+
+    @property
+    def reputation(self) -> Reputation:
+        """This node's reliability factor for each peer it awarded steps to."""
+        return self._peers.reputation
 
     def set_busy(self, busy_s: Callable[[], float]) -> None:
         """Where bids learn how much work is already queued here."""
@@ -187,9 +178,11 @@ class PlacementService:
         entry = self._members.table.get(home)
         rtt_s = (entry.rtt_ms or 1.0) / 1000.0 if entry else 0.001
         on_link = home == self._host.peer_id or self.on_link(home)
+        models = self._models() if self._models is not None else me.models
         return BidderContext(
             me=self._host.peer_id,
-            models=me.models,
+            # An LLM whose rates were never measured is not bid with: its quote would be a guess.
+            models=tuple(m for m in models if m.kind != "llm" or m.decode_tps is not None),
             price_per_1k_tokens=me.price_per_1k_tokens,
             slots=_LLM_SLOTS,
             busy_s=self._busy_s(),
@@ -202,6 +195,7 @@ class PlacementService:
             hot=self.hot(),
             tool_memory_bytes=self._config.sandbox.memory_bytes,
             tool_fuel=self._config.sandbox.fuel,
+            fixed_s=self._own.fixed_s,
         )
 
     # --- bidder side -------------------------------------------------------------
@@ -220,11 +214,10 @@ class PlacementService:
         return True
 
     def answer(self, call: CallForBids) -> Bid | Decline:
-        answer, self.reservations = make_bid(call, self._context(call), self.reservations, now=time.time())
+        ctx = self._context(call)
+        answer, self.reservations = make_bid(call, ctx, self.reservations, now=time.time())
         if isinstance(answer, Bid):
-            self._my_bids[call.auction_id] = answer.estimate.total_s
-            while len(self._my_bids) > _HISTORY:
-                self._my_bids.pop(next(iter(self._my_bids)))
+            self._own.bid(call.auction_id, answer.estimate, ctx.fixed_s)
         return answer
 
     async def _serve(self, stream: Stream) -> None:
@@ -269,7 +262,7 @@ class PlacementService:
                 self.reservations = self.reservations.release(msg.auction_id)
                 self.awards.pop(msg.auction_id, None)
             case Report():
-                self._judge(signer, msg)
+                self._peers.judge(signer, msg, time.time())
             case _:
                 raise RemoteProtocolError(f"unexpected {type(msg).__name__} on the auction protocol")
         return True
@@ -388,7 +381,7 @@ class PlacementService:
         except LocalProtocolError as exc:
             raise AuctionError(f"bad model requirement {step.requirement!r}: {exc}") from exc
         now = time.time()
-        self._judge_silent(now)
+        self._peers.judge_silent(now, self._config.node.report_grace_s)
         me = self._host.peer_id
         owner = PeerId(step.owner or me)
         call = self._call_for(step, now)
@@ -421,10 +414,8 @@ class PlacementService:
                 key = self._members.signing_key
                 if award_msg is not None and award_msg.winner != me:
                     winner_bid = next(b for b in decision.bids if b.bidder == award_msg.winner)
-                    self._awarded[call.auction_id] = _Awarded(award_msg.winner, step.agent_id, winner_bid.estimate.total_s,
-                                                              time.time())
-                    while len(self._awarded) > _HISTORY:  # awards never reported on (no step ran) are forgotten
-                        self._awarded.pop(next(iter(self._awarded)))
+                    self._peers.awarded(call.auction_id, Awarded(award_msg.winner, step.agent_id,
+                                                                 winner_bid.estimate.total_s, time.time()))
                     nursery.start_soon(self._tell, award_msg.winner, auction.encode(award_msg, key), messages)
                 for peer, rel in releases:
                     if peer == me:
@@ -459,47 +450,9 @@ class PlacementService:
                  [(b.bidder[-6:], round(b.estimate.total_s, 3), b.price) for b in decision.bids])
         return decision
 
-    def _judge(self, signer: PeerId, report: Report) -> None:
-        """A winner's report of its step: fold it into its reliability factor.
-
-        Only the winner of an auction this node awarded may report on it, once; and
-        the time this node itself saw pass before the report arrived bounds the claim
-        from below, so a winner cannot report itself faster than it visibly was.
-        """
-        awarded = self._awarded.get(report.auction_id)
-        if awarded is None or awarded.winner != signer or report.bidder != signer:
-            log.info("ignored a report from %s for auction %s", signer, report.auction_id)
-            return
-        del self._awarded[report.auction_id]
-        seen = time.time() - awarded.at
-        actual = max(report.actual_s, min(seen, report.actual_s * 10 + 1.0))
-        self.observe(awarded.winner, awarded.promised_s, actual)
-        log.info("peer %s promised %.2f s, took %.2f s: reliability factor now %.2f", awarded.winner,
-                 awarded.promised_s, actual, self.reputation.factor(awarded.winner))
-
-    def _judge_silent(self, now: float) -> None:
-        """Bring the reputation up to ``now``: winners that never reported on a step are judged as
-        slow as the time that has passed, and every factor has drifted back towards 1 meanwhile."""
-        self._forgive(now)
-        for auction_id, awarded in list(self._awarded.items()):
-            if awarded.overdue(now, self._config.node.report_grace_s):
-                del self._awarded[auction_id]
-                self.observe(awarded.winner, awarded.promised_s, now - awarded.at)
-                log.info("peer %s never reported on auction %s (promised %.2f s, %.0f s ago): reliability factor now %.2f",
-                         awarded.winner, auction_id, awarded.promised_s, now - awarded.at,
-                         self.reputation.factor(awarded.winner))
-
-    def _forgive(self, now: float) -> None:
-        """Draw every factor back towards 1 for the time since the last auction (:meth:`Reputation.decayed`)."""
-        self.reputation = self.reputation.decayed(now - self._forgiven_at,
-                                                  half_life_s=self._config.node.reputation_half_life_s)
-        self._forgiven_at = now
-
     def handoff_failed(self, agent_id: str) -> None:
         """The agent never reached the winner of its step: nothing for the winner to report."""
-        for auction_id, awarded in list(self._awarded.items()):
-            if awarded.agent_id == agent_id:
-                del self._awarded[auction_id]
+        self._peers.handoff_failed(agent_id)
 
     def won(self, agent_id: str) -> bool:
         """This node won an auction for the agent's current step (not reported yet)."""
@@ -511,14 +464,14 @@ class PlacementService:
         for auction_id, (award, auctioneer, received) in won:
             del self.awards[auction_id]
             self.reservations = self.reservations.release(auction_id)  # the work it held is done
-            promised = self._my_bids.pop(auction_id, 0.0)
-            report = Report(auction_id, self._host.peer_id, promised, time.time() - received)
+            actual = time.time() - received
+            promised = self._own.settle(auction_id, actual)
+            report = Report(auction_id, self._host.peer_id, promised, actual)
             await self._tell(auctioneer, auction.encode(report, self._members.signing_key), [0])
 
     def observe(self, peer: PeerId, estimated_s: float, actual_s: float) -> None:
         """Fold a finished step's estimate-vs-actual into the peer's reliability factor."""
-        self._forgive(time.time())  # the time before this observation, not after it
-        self.reputation = self.reputation.observe(peer, estimated_s, actual_s)
+        self._peers.observe(peer, estimated_s, actual_s, time.time())
 
     # --- control ops ----------------------------------------------------------------
 
@@ -540,6 +493,7 @@ class PlacementService:
         return self.history[-1]
 
     async def _op_auctions(self, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
-        self._judge_silent(time.time())
+        self._peers.judge_silent(time.time(), self._config.node.report_grace_s)
         return {"auctions": list(self.history), "reputation": dict(self.reputation), "refused_calls": self.refused_calls,
-                "awards_pending": len(self.awards), "reports_pending": len(self._awarded)}
+                "awards_pending": len(self.awards), "reports_pending": self._peers.pending,
+                "fixed_s": round(self._own.fixed_s, 3)}

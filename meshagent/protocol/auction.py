@@ -141,6 +141,9 @@ class BidderContext:
     """The most memory this node lets one WASI tool sandbox use."""
     tool_fuel: int = 100_000_000_000
     """The most fuel this node lets one WASI tool run use."""
+    fixed_s: float = 0.0
+    """Seconds a step moved here has cost beyond its transfer and compute (sealing, opening,
+    resuming): learned by the bidder from its own reports, and part of its transfer time."""
 
 
 def uses_kv(call: CallForBids, model: ModelAd, ctx: BidderContext, *, staying: bool) -> bool:
@@ -179,7 +182,7 @@ def estimate_for(call: CallForBids, model: ModelAd, ctx: BidderContext, *, stayi
     has_kv = uses_kv(call, model, ctx, staying=staying)
     prefilled = prefill_tokens(call, model, ctx, staying=staying)
     moved = call.snapshot_bytes + (call.kv_bytes if has_kv else 0)
-    transfer = 0.0 if staying else ctx.rtt_s * 2 + moved / max(ctx.path_bps, 1.0)
+    transfer = 0.0 if staying else ctx.rtt_s * 2 + moved / max(ctx.path_bps, 1.0) + max(ctx.fixed_s, 0.0)
     queue = max(0.0, ctx.busy_s) / max(ctx.slots, 1)
     prefill = prefilled / prefill_tps
     decode = call.output_tokens / decode_tps
