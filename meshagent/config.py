@@ -200,7 +200,7 @@ def _check_type(value: object, annotation: str, where: str, key: str) -> None:
             return
     wanted = " or ".join({"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false"}.get(
         k, "a list of strings") for k in kinds if k != "None")
-    raise ConfigError(f"{where}: {key} must be {wanted}, not {value!r}")
+    raise ConfigError(f"{where} {key} must be {wanted}, not {value!r}")
 
 
 def _section(cls: type, raw: object, where: str) -> Any:
