@@ -97,7 +97,7 @@ def test_an_unreachable_node_is_one_line(tmp_path: Path, hamlet: Path, argv: lis
 @pytest.mark.parametrize(("config", "line"), [
     ("[node\n", "meshagent: c.toml: Expected ']' at the end of a table declaration (at line 1, column 6)"),
     ("[api]\nport = \"x\"\n", "meshagent: c.toml [api] port must be an integer, not 'x'"),
-    ("[net]\nmdns = 1\n", "meshagent: c.toml [net]: mdns must be true or false, not 1"),
+    ("[net]\nmdns = 1\n", "meshagent: c.toml [net] mdns must be true or false, not 1"),
     ("[node]\nnmae = \"x\"\n", "meshagent: c.toml [node]: unknown key 'nmae' (known: advert_interval_s, advert_ttl_s, "
                                "name, price_per_1k_tokens, profile, report_grace_s, reputation_half_life_s, tags)"),
     ("[[models]]\nname = \"m\"\npath = 3\n", "meshagent: c.toml [[models]] path must be a string, not 3"),
