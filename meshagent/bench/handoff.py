@@ -197,7 +197,7 @@ def _figures(args: argparse.Namespace, lab: _Lab, summary: dict[str, Any], rows:
         "ratio": round(median("ratio"), 3),
         "end_to_end_ratio": round(median("end_to_end_ratio"), 3),
         "samples": [
-            {"order": r["order"], **{k: round(r[k], 4) for k in (*times, "ratio", "end_to_end_ratio")}} for r in rows
+            {"order": r["order"], **{k: round(r[k], 6) for k in (*times, "ratio", "end_to_end_ratio")}} for r in rows
         ],
     }
 
